@@ -1,0 +1,344 @@
+"""Frozen configuration dataclasses, validated on construction, with strict YAML in and out.
+
+Keyword arguments at the edge (CLI flags, the estimator) are frozen into these objects; YAML
+keys map one to one onto fields, and an unknown key raises with the closest valid name.
+
+>>> cfg = RunConfig.from_dict({"train": {"lr": 3e-4}})
+>>> cfg.train.lr
+0.0003
+>>> apply_overrides(cfg, ["train.max_epochs=5"]).train.max_epochs
+5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._utils import did_you_mean
+from .exceptions import InvalidParameterError
+
+__all__ = [
+    "DataConfig",
+    "RunConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+TRANSFORMS = ("arcsinh", "standardize", "quantile")
+CYTOMETRY_COFACTORS = {"mass": 5.0, "flow": 150.0}
+
+
+def _raise_all(owner: str, problems: list[str]) -> None:
+    if problems:
+        if len(problems) == 1:
+            raise InvalidParameterError(problems[0])
+        raise InvalidParameterError(
+            f"{owner} has {len(problems)} invalid settings:\n  - " + "\n  - ".join(problems)
+        )
+
+
+def _as_tuple(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def _as_float(value: str) -> float | str:
+    """YAML 1.1 reads ``3e-4`` as a string; accept it where a float is expected."""
+    try:
+        return float(value)
+    except ValueError:
+        return value  # left for the field's own validation message
+
+
+@dataclass(frozen=True)
+class _Base:
+    """Shared dict/YAML conversion for the config dataclasses."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, where: str | None = None):
+        where = where or cls.__name__
+        data = dict(data or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in data if k not in fields]
+        if unknown:
+            msgs = []
+            for key in unknown:
+                guess = did_you_mean(key, fields)
+                msgs.append(
+                    f"{where} has no setting {key!r}"
+                    + (f"; did you mean {guess!r}?" if guess else ".")
+                )
+            raise InvalidParameterError(
+                " ".join(msgs) + " Valid settings: " + ", ".join(sorted(fields)) + "."
+            )
+        kwargs = {}
+        for key, value in data.items():
+            f = fields[key]
+            sub = _SECTIONS.get(key) if cls is RunConfig else None
+            if sub is not None:
+                kwargs[key] = sub.from_dict(value, f"{where}.{key}")
+            elif isinstance(f.default, tuple):
+                kwargs[key] = _as_tuple(value)
+            elif isinstance(value, str) and "float" in str(f.type):
+                kwargs[key] = _as_float(value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Base):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            elif isinstance(value, Mapping):
+                out[f.name] = dict(value)
+            else:
+                out[f.name] = value
+        return out
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Base):
+    """How to read the data and which columns play which role."""
+
+    path: str | None = None  # table (CSV/TSV/Parquet), FCS file, or folder of FCS files
+    target: str | None = None  # label column; None: 'label'/'class'/... if exactly one exists
+    groups: str | None = None  # patient/sample column; splits never put one group in two parts
+    features: tuple[str, ...] = ()  # feature names or globs (FCS: $PnN or $PnS); () = all others
+    drop: tuple[str, ...] = ()  # columns (names or globs) never used as features, e.g. Time
+    exclude_labels: tuple[str, ...] = ()  # rows with these labels are removed (e.g. '0' = ungated)
+    dropna: bool = False  # drop rows with NaN/inf features or a missing label instead of failing
+    split_column: str | None = None  # column of train/val/test per row: use that split as given
+    sample_sheet: str | None = None  # CSV file,label[,patient] for a folder of FCS files
+    transform: tuple[str, ...] = ("standardize",)  # fitted on train only, applied in this order
+    cytometry: str | None = None  # 'mass' or 'flow': default arcsinh cofactor 5 or 150
+    cofactor: float | None = None  # arcsinh cofactor for every channel (overrides cytometry)
+    cofactors: Mapping[str, float] = field(default_factory=dict)  # per-channel cofactors
+
+    def __post_init__(self) -> None:
+        problems = []
+        for step in self.transform:
+            if step not in TRANSFORMS:
+                guess = did_you_mean(step, TRANSFORMS)
+                problems.append(
+                    f"data.transform steps must be among {', '.join(TRANSFORMS)}; got {step!r}."
+                    + (f" Did you mean {guess!r}?" if guess else "")
+                )
+        if self.cytometry is not None and self.cytometry not in CYTOMETRY_COFACTORS:
+            problems.append(
+                f"data.cytometry must be 'mass' or 'flow'; got {self.cytometry!r}."
+            )
+        for name, value in [("cofactor", self.cofactor), *self.cofactors.items()]:
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                problems.append(f"arcsinh cofactor for {name!r} must be a number > 0; "
+                                f"got {value!r}.")
+        _raise_all("data", problems)
+
+    def arcsinh_cofactor(self) -> float:
+        """The cofactor for channels without their own: explicit, by cytometry kind, or 5."""
+        if self.cofactor is not None:
+            return float(self.cofactor)
+        return CYTOMETRY_COFACTORS.get(self.cytometry or "mass", 5.0)
+
+
+@dataclass(frozen=True)
+class SplitConfig(_Base):
+    """How cells are split into train / validation / test."""
+
+    cv: int | None = None  # k-fold CV (grouped when groups exist); None: one train/val/test split
+    val_size: float = 0.15  # fraction held out from training for early stopping and model choice
+    test_size: float = 0.15  # fraction of the test part (holdout only); it is evaluated once
+    random_state: int = 0  # seed of the split (independent of the training seed)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.cv is not None and not (isinstance(self.cv, int) and self.cv >= 2):
+            problems.append(f"split.cv must be an int >= 2 or None; got {self.cv!r}.")
+        for name in ("val_size", "test_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                problems.append(f"split.{name} must be a fraction in [0, 1); got {value!r}.")
+        if not problems and self.cv is None and self.val_size + self.test_size >= 0.9:
+            problems.append(
+                f"split.val_size + split.test_size must leave at least 10% for training; got "
+                f"{self.val_size} + {self.test_size}."
+            )
+        _raise_all("split", problems)
+
+
+OPTIMIZER_NAMES = ("sgd", "asgd", "adam", "adamw", "rmsprop")
+SCHEDULER_NAMES = ("step", "exponential", "cosine", "onecycle", "plateau")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Base):
+    """How one model is built and trained. Non-network models use only the first fields."""
+
+    model: str = "mlp"  # registry name; `cellbench models` lists them
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # architecture arguments
+    random_state: int = 0  # seeds weights, batch order, dropout and the train-eval subset
+    class_weight: str | None = None  # 'balanced': loss weights inversely proportional to counts
+    optimizer: str = "adam"  # sgd, asgd, adam, adamw or rmsprop
+    lr: float = 1e-3  # peak learning rate
+    optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. momentum, nesterov
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    scheduler: str | None = None  # step, exponential, cosine, onecycle, plateau or None
+    scheduler_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. step_size, gamma
+    max_epochs: int = 100  # upper bound; early stopping usually ends sooner
+    batch_size: int = 256  # cells (or images) per optimizer step
+    patience: int | None = 10  # epochs without improvement of `monitor` before stopping
+    monitor: str = "valid_loss"  # history key for early stopping, plateau and best weights
+    sampler: str | None = None  # 'balanced': draw each class equally often (with replacement)
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    eval_train_size: int = 10_000  # fixed train subset re-measured in eval mode each epoch
+    device: str = "auto"  # 'auto' (CUDA if present), 'cpu' or 'cuda[:i]'
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        problems = []
+
+        def check(ok: bool, msg: str) -> None:
+            if not ok:
+                problems.append(msg)
+
+        def number(name: str, low: float, low_open: bool, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
+            bound = f"{'>' if low_open else '>='} {low:g}"
+            check(ok, f"train.{name} must be a number {bound}; got {value!r}.")
+
+        def integer(name: str, low: int, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            check(ok, f"train.{name} must be an int >= {low}; got {value!r}.")
+
+        number("lr", 0, True)
+        number("weight_decay", 0, False)
+        number("grad_clip", 0, True, allow_none=True)
+        integer("max_epochs", 1)
+        integer("batch_size", 1)
+        integer("patience", 1, allow_none=True)
+        integer("eval_train_size", 1)
+        integer("random_state", 0)
+        check(self.optimizer in OPTIMIZER_NAMES,
+              f"train.optimizer must be one of {', '.join(OPTIMIZER_NAMES)}; "
+              f"got {self.optimizer!r}.")
+        check(self.scheduler is None or self.scheduler in SCHEDULER_NAMES,
+              f"train.scheduler must be one of {', '.join(SCHEDULER_NAMES)} or None; "
+              f"got {self.scheduler!r}.")
+        check(self.class_weight in (None, "balanced"),
+              f"train.class_weight must be 'balanced' or None; got {self.class_weight!r}.")
+        check(self.sampler in (None, "balanced"),
+              f"train.sampler must be 'balanced' or None; got {self.sampler!r}.")
+        check(isinstance(self.model, str) and bool(self.model),
+              f"train.model must be a registry name; got {self.model!r}.")
+        for name in ("model_kwargs", "optimizer_kwargs", "scheduler_kwargs"):
+            check(isinstance(getattr(self, name), Mapping),
+                  f"train.{name} must be a mapping; got {getattr(self, name)!r}.")
+        _raise_all("train", problems)
+
+
+@dataclass(frozen=True)
+class RunConfig(_Base):
+    """One job: data, split and training settings, plus the models to compare."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    models: tuple[str, ...] = ()  # `compare`: registry names; () = the default line-up
+    seeds: int = 1  # repeat each network with this many training seeds (random_state + i)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.seeds, int) and self.seeds >= 1):
+            raise InvalidParameterError(f"seeds must be an int >= 1; got {self.seeds!r}.")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, where: str = "config") -> RunConfig:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidParameterError(f"{where} must be valid YAML; got a parse error: {exc}"
+                                        ) from exc
+        if not isinstance(data, Mapping):
+            raise InvalidParameterError(
+                f"{where} must be a YAML mapping with sections data/split/train; got "
+                f"{type(data).__name__}."
+            )
+        return cls.from_dict(data, where=where)
+
+
+_SECTIONS: dict[str, type[_Base]] = {
+    "data": DataConfig,
+    "split": SplitConfig,
+    "train": TrainConfig,
+}
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a :class:`RunConfig` from a YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidParameterError(
+            f"config file must exist; got {str(path)!r}, which does not. Check the path."
+        )
+    return RunConfig.from_yaml(path.read_text(encoding="utf-8"), where=str(path))
+
+
+def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to ``cfg``.
+
+    ``train.model_kwargs.width=64`` sets one key inside a mapping field.
+    """
+    data = cfg.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidParameterError(
+                f"--set must look like section.key=value (e.g. train.lr=3e-4); got {item!r}."
+            )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                valid = sorted(node) if isinstance(node, dict) else []
+                guess = did_you_mean(part, valid)
+                raise InvalidParameterError(
+                    f"--set key {'.'.join(parts[:depth + 1])!r} must name a config section; "
+                    + (f"did you mean {guess!r}? " if guess else "")
+                    + f"valid here: {', '.join(valid)}."
+                )
+            if node[part] is None:
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return RunConfig.from_dict(data, where="config (after --set)")

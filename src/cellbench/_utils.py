@@ -1,0 +1,179 @@
+"""Small helpers shared across subpackages: atomic writes, seeding, devices, names, imports."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exceptions import MissingDependencyError, UnknownNameError
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes: a reader never sees a half-written file, a crash leaves the old file intact.
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (numpy scalars and arrays allowed)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a truncated checkpoint behind."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def to_builtin(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and Paths inside ``obj`` to plain Python values."""
+    if isinstance(obj, dict):
+        return {str(k): to_builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_builtin(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeding and devices
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | None) -> Any:
+    """Turn ``"auto"``/``"cpu"``/``"cuda[:i]"`` into a :class:`torch.device`, checking it exists."""
+    import torch
+
+    from .exceptions import InvalidParameterError
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError(
+            f"device must be 'auto', 'cpu' or 'cuda[:index]'; got {device!r}."
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(
+            f"device must be available on this machine; got {device!r} but PyTorch sees no CUDA "
+            "GPU. Use --device cpu (or 'auto'), or install a CUDA build of PyTorch."
+        )
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """Return the closest match to ``name`` among ``choices``, or ``None``."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+        close = [lowered[c] for c in close]
+    return close[0] if close else None
+
+
+def unknown_name_error(
+    kind: str, name: str, choices: Iterable[str], hint: str | None = None
+) -> UnknownNameError:
+    """Build an :class:`UnknownNameError` listing or suggesting valid names."""
+    choices = sorted(choices)
+    msg = f"Unknown {kind} {name!r}."
+    guess = did_you_mean(name, choices)
+    if guess is not None:
+        msg += f" Did you mean {guess!r}?"
+    if len(choices) <= 10:
+        msg += " Valid: " + ", ".join(repr(c) for c in choices) + "."
+    if hint:
+        msg += f" {hint}"
+    return UnknownNameError(msg)
+
+
+def format_list(items: Iterable[Any], limit: int = 5) -> str:
+    """``'a', 'b', 'c' and 7 more`` for messages."""
+    items = list(items)
+    shown = ", ".join(repr(i) for i in items[:limit])
+    if len(items) > limit:
+        shown += f" and {len(items) - limit} more"
+    return shown
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional imports (Optuna's try_import, simplified)
+
+
+def try_import(module: str, extra: str | None = None, purpose: str = "") -> Any:
+    """Import ``module`` or raise :class:`MissingDependencyError` saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        what = f" for {purpose}" if purpose else ""
+        how = f"pip install 'cellbench[{extra}]'" if extra else f"pip install {module}"
+        raise MissingDependencyError(
+            f"The package {module!r} must be installed{what}; it could not be imported "
+            f"({exc}). Install it with: {how}"
+        ) from exc

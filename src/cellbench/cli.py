@@ -1,0 +1,285 @@
+"""The ``cellbench`` command line: a thin Typer layer over :mod:`cellbench.jobs`.
+
+Settings come, in increasing priority, from defaults, ``--config run.yaml``, explicit flags,
+and ``--set section.key=value``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ._config import RunConfig, apply_overrides, load_config
+from .exceptions import CellbenchError, CellbenchWarning
+
+app = typer.Typer(
+    name="cellbench",
+    help="Train, compare, diagnose and improve classifiers for cytometry tables and cell "
+         "images, with honest numbers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# logs and pipes get a wide table instead of one wrapped at 80 columns
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+# -- options shared by train and compare ------------------------------------------------------
+DataArg = Annotated[str | None, typer.Argument(
+    help="CSV/TSV/Parquet/FCS file or folder of FCS files. With --example: the example's "
+         "name (default cytometry).", show_default=False)]
+Example = Annotated[bool, typer.Option("--example", help="Run on a bundled example dataset.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file "
+                                                   "(sections data, split, train).")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override any setting: --set train.lr=3e-4 (repeatable).")]
+Target = Annotated[str | None, typer.Option("--target", "-t", help="Label column.")]
+Groups = Annotated[str | None, typer.Option(
+    "--groups", "-g", help="Patient/sample column: no group is split across parts.")]
+Features = Annotated[str | None, typer.Option(
+    "--features", help="Comma-separated feature names or globs (FCS: $PnN or $PnS).")]
+Drop = Annotated[str | None, typer.Option(
+    "--drop", help="Comma-separated columns (or globs) not to use, e.g. Time,Event*.")]
+Exclude = Annotated[str | None, typer.Option(
+    "--exclude-labels", help="Comma-separated labels whose rows are removed (e.g. 0).")]
+DropNA = Annotated[bool | None, typer.Option(
+    "--dropna/--no-dropna", help="Drop rows with NaN/inf instead of failing.",
+    show_default=False)]
+SampleSheet = Annotated[str | None, typer.Option(
+    "--sample-sheet", help="CSV file,label[,patient] for a folder of FCS files.")]
+SplitCol = Annotated[str | None, typer.Option(
+    "--split-column", help="Column of train/val/test: use the split as given.")]
+Transform = Annotated[str | None, typer.Option(
+    "--transform", help="Preprocessing fitted on train: arcsinh,standardize,quantile "
+                        "(comma-separated, in order).")]
+Cytometry = Annotated[str | None, typer.Option(
+    "--cytometry", help="mass or flow: arcsinh cofactor 5 or 150.")]
+Cofactor = Annotated[float | None, typer.Option("--cofactor", help="arcsinh cofactor.")]
+CV = Annotated[int | None, typer.Option("--cv", help="k-fold cross-validation "
+                                           "(grouped when --groups).")]
+TestSize = Annotated[float | None, typer.Option("--test-size", help="Test fraction "
+                                                   "(holdout).")]
+ValSize = Annotated[float | None, typer.Option("--val-size", help="Validation fraction.")]
+Epochs = Annotated[int | None, typer.Option("--max-epochs", help="Maximum epochs.")]
+Batch = Annotated[int | None, typer.Option("--batch-size", help="Batch size.")]
+LR = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
+Optim = Annotated[str | None, typer.Option(
+    "--optimizer", help="sgd, asgd, adam, adamw or rmsprop.")]
+Sched = Annotated[str | None, typer.Option(
+    "--scheduler", help="step, exponential, cosine, onecycle or plateau.")]
+WD = Annotated[float | None, typer.Option("--weight-decay", help="L2 weight decay.")]
+Patience = Annotated[int | None, typer.Option("--patience", help="Early-stopping "
+                                                 "patience (epochs).")]
+ClassWeight = Annotated[str | None, typer.Option(
+    "--class-weight", help="'balanced' to weight the loss by inverse class frequency.")]
+Sampler = Annotated[str | None, typer.Option(
+    "--sampler", help="'balanced' to draw classes equally often.")]
+GradClip = Annotated[float | None, typer.Option("--grad-clip", help="Max gradient norm.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Training seed.")]
+Seeds = Annotated[int | None, typer.Option("--seeds", help="Repeat networks with N "
+                                              "training seeds.")]
+Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:i].")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default "
+                                             "runs/<job>-<time>).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _build_config(data: str | None, example: bool, config: Path | None, sets: list[str] | None,
+                  **flags: Any) -> RunConfig:
+    """defaults < example < --config < flags < --set."""
+    from .jobs import example_config
+
+    cfg = RunConfig()
+    if example:
+        cfg = example_config(data or "cytometry")
+        data = None
+    if config is not None:
+        cfg = load_config(config)
+    overrides = []
+    sections = {"data": {"target", "groups", "features", "drop", "exclude_labels", "dropna",
+                         "sample_sheet", "split_column", "transform", "cytometry",
+                         "cofactor"},
+                "split": {"cv", "test_size", "val_size"},
+                "train": {"max_epochs", "batch_size", "lr", "optimizer", "scheduler",
+                          "weight_decay", "patience", "class_weight", "sampler", "grad_clip",
+                          "random_state", "device", "model"},
+                "": {"seeds", "models"}}
+    if data is not None:
+        flags["path"] = data
+        sections["data"].add("path")
+    for section, keys in sections.items():
+        for key in keys:
+            value = flags.get(key)
+            if value is None:
+                continue
+            if key in ("features", "drop", "exclude_labels", "transform", "models"):
+                value = _csv(value) if isinstance(value, str) else value
+            overrides.append((section, key, value))
+    raw = cfg.to_dict()
+    for section, key, value in overrides:
+        (raw[section] if section else raw)[key] = value
+    cfg = RunConfig.from_dict(raw, where="options")
+    return apply_overrides(cfg, sets or [])
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a job; CellbenchErrors become a one-paragraph message and exit code 2."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CellbenchWarning):
+            err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        else:
+            _default_show(message, category, filename, lineno, file, line)
+
+    _default_show = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        return fn(*args, **kwargs)
+    except CellbenchError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted.[/] Finished results are kept; rerun the same "
+                          "command (train: --resume) to continue.")
+        raise typer.Exit(130) from None
+    finally:
+        warnings.showwarning = _default_show
+
+
+@app.command()
+def compare(
+    data: DataArg = None, example: Example = False, config: ConfigOpt = None,
+    models: Annotated[str | None, typer.Option(
+        "--models", "-m", help="Comma-separated models, each optionally with arguments: "
+        "lda,lightgbm,mlp(width=256,depth=3). Default: majority, logreg, lda, lightgbm, mlp, "
+        "cnn1d-seed.")] = None,
+    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
+    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
+    split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
+    cofactor: Cofactor = None, cv: CV = None, test_size: TestSize = None,
+    val_size: ValSize = None, max_epochs: Epochs = None, batch_size: Batch = None,
+    lr: LR = None, optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
+    patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
+    grad_clip: GradClip = None, seed: Seed = None, seeds: Seeds = None, device: Device = None,
+    out: Out = None, sets: SetOpt = None, quiet: Quiet = False,
+) -> None:
+    """Train several models on the same splits; print metrics with 95% CIs.
+
+    Example: cellbench compare cells.parquet --target label --groups patient --cv 5
+    """
+    from .jobs import run_compare
+
+    cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
+               features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
+               sample_sheet=sample_sheet, split_column=split_column, transform=transform,
+               cytometry=cytometry, cofactor=cofactor, cv=cv, test_size=test_size,
+               val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
+               optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
+               patience=patience, class_weight=class_weight, sampler=sampler,
+               grad_clip=grad_clip, random_state=seed, seeds=seeds, device=device,
+               models=models)
+    _run(run_compare, cfg, out, console=console, show_progress=not quiet)
+
+
+@app.command()
+def train(
+    data: DataArg = None, example: Example = False, config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Registry name, "
+                                                 "optionally with arguments: mlp(width=64).")
+                     ] = None,
+    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
+    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
+    split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
+    cofactor: Cofactor = None, test_size: TestSize = None, val_size: ValSize = None,
+    max_epochs: Epochs = None, batch_size: Batch = None, lr: LR = None,
+    optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
+    patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
+    grad_clip: GradClip = None, seed: Seed = None, device: Device = None, out: Out = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue the interrupted run in this directory.")] = None,
+    sets: SetOpt = None, quiet: Quiet = False,
+) -> None:
+    """Train one model; evaluate the test part once; save model.pt, curves and metrics.
+
+    Example: cellbench train cells.fcs --target label --model cnn1d-seed --max-epochs 50
+    """
+    from .jobs import parse_models, run_train
+
+    if resume is not None:
+        cfg = _run(load_config, resume / "config.yaml")
+        _run(run_train, cfg, resume, resume=True, console=console, show_progress=not quiet)
+        return
+    choice = None
+    if model is not None:
+        choice = _run(parse_models, [model])[0]
+    cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
+               features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
+               sample_sheet=sample_sheet, split_column=split_column, transform=transform,
+               cytometry=cytometry, cofactor=cofactor, test_size=test_size,
+               val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
+               optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
+               patience=patience, class_weight=class_weight, sampler=sampler,
+               grad_clip=grad_clip, random_state=seed, device=device,
+               model=choice.name if choice else None)
+    if example and cfg.split.cv is not None:
+        cfg = cfg.replace(split=cfg.split.replace(cv=None))
+    if choice is not None and choice.kwargs:
+        cfg = cfg.replace(train=cfg.train.replace(model_kwargs={**cfg.train.model_kwargs,
+                                                                **choice.kwargs}))
+    _run(run_train, cfg, out, console=console, show_progress=not quiet)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model.pt written by train or compare.")],
+    data: Annotated[str, typer.Argument(help="Table, FCS file or folder of FCS files.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV to write "
+                                                "(default: predictions.csv).")] = None,
+    dropna: Annotated[bool, typer.Option("--dropna", help="Leave rows with NaN/inf "
+                                         "unpredicted instead of failing.")] = False,
+) -> None:
+    """Predict labels and class probabilities for new cells with a saved model."""
+    from .jobs import run_predict
+
+    _run(run_predict, model, data, out or Path("predictions.csv"), dropna=dropna,
+         console=console)
+
+
+@app.command("models")
+def list_models(
+    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'cnn*'.")] = "*",
+    kind: Annotated[str | None, typer.Option("--kind", help="tabular or image.")] = None,
+) -> None:
+    """List the registered models with their family and search space."""
+    from rich.table import Table
+
+    from .models import MODELS
+
+    table = Table(title="cellbench models")
+    for col in ("name", "input", "family", "description", "tunable"):
+        table.add_column(col)
+    for name in MODELS.list(pattern):
+        spec = MODELS.get(name)
+        if kind and spec.input_kind not in (kind, "any"):
+            continue
+        table.add_row(name, spec.input_kind, spec.family, spec.summary.replace("``", ""),
+                      ", ".join(spec.search_space))
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``cellbench`` script."""
+    app(prog_name="cellbench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

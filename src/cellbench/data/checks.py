@@ -1,0 +1,282 @@
+"""Data checks: each finds one kind of problem and says what to do about it.
+
+Errors stop a run (:class:`~cellbench.exceptions.DataError`); warnings are emitted as
+:class:`~cellbench.exceptions.CellbenchWarning` and also returned as :class:`DataIssue` records
+so the run directory and the report can list them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .._utils import format_list
+from ..exceptions import CellbenchWarning, DataError, DataLeakageError
+from .dataset import Dataset
+
+__all__ = [
+    "DataIssue",
+    "check_dataset",
+    "check_no_group_overlap",
+    "check_scale",
+    "check_split_duplicates",
+    "id_like_columns",
+]
+
+ID_NAME = re.compile(
+    r"(^|[^a-z])(sample|patient|donor|subject|individual|file|filename|fcs|case|mouse|animal|"
+    r"specimen|batch|id)s?([^a-z]|$)",
+    re.IGNORECASE,
+)
+TIME_NAME = re.compile(r"^(time|event|event[ _-]?(no|num|number|count|length|id)?)$",
+                       re.IGNORECASE)
+MIN_CELLS_PER_CLASS = 10
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """One finding about the data: ``severity`` is ``"warning"`` or ``"info"``."""
+
+    severity: Literal["warning", "info"]
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _warn(issues: list[DataIssue], code: str, message: str, severity: str = "warning") -> None:
+    issues.append(DataIssue(severity, code, message))  # type: ignore[arg-type]
+    if severity == "warning":
+        warnings.warn(message, CellbenchWarning, stacklevel=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Column-level checks (run while loading)
+
+
+def id_like_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[str, str]]:
+    """Columns that look like sample/patient ids: ``[(name, why), ...]``.
+
+    A column qualifies when its name says so (sample, patient, donor, file, ...) and its values
+    repeat (each value on many rows), or when it holds text whose values repeat.
+    """
+    found = []
+    n = len(frame)
+    for col in columns:
+        values = frame[col]
+        n_unique = values.nunique(dropna=True)
+        if n_unique < 2 or n_unique > max(2, n // 5):
+            continue
+        numeric = pd.api.types.is_numeric_dtype(values)
+        if ID_NAME.search(col) or not numeric:
+            found.append((col, f"{n_unique} distinct values, about {n // n_unique} rows each"))
+    return found
+
+
+def non_numeric_features(frame: pd.DataFrame, feature_cols: Sequence[str], rows: np.ndarray,
+                         id_like: Sequence[tuple[str, str]]) -> list[str]:
+    """One message per feature column that is not numeric, with an example value and row."""
+    ids = {c for c, _ in id_like}
+    problems = []
+    for col in feature_cols:
+        values = frame[col]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        converted = pd.to_numeric(values, errors="coerce")
+        bad = converted.isna().to_numpy() & values.notna().to_numpy()
+        if not bad.any():  # numbers stored as text: fine, they convert
+            frame[col] = converted
+            continue
+        first = int(np.argmax(bad))
+        hint = (f"It looks like a sample/patient id: pass --groups {col}" if col in ids
+                else f"Drop it with --drop {col!r}")
+        problems.append(
+            f"Feature column {col!r} must be numeric; got text such as {values.iloc[first]!r} "
+            f"(row {rows[first] + 1}). {hint}, or choose features with --features."
+        )
+    return problems
+
+
+def describe_missing(X: np.ndarray, bad_x: np.ndarray, bad_label: np.ndarray,
+                     feature_cols: Sequence[str], target: str, rows: np.ndarray) -> str:
+    """Say how many NaN/inf values there are and where."""
+    parts = []
+    for j in np.flatnonzero(bad_x.any(axis=0)):
+        col = X[:, j]
+        n_nan = int(np.isnan(col).sum())
+        n_inf = int(np.isinf(col).sum())
+        first = rows[int(np.argmax(bad_x[:, j]))] + 1
+        kinds = " and ".join(k for k in (f"{n_nan} NaN" if n_nan else "",
+                                          f"{n_inf} inf" if n_inf else "") if k)
+        parts.append(f"{feature_cols[j]!r} ({kinds}, first at row {first})")
+    message = ""
+    if parts:
+        message = (f"Feature values must be finite; got {int(bad_x.sum())} NaN/inf values in "
+                   f"{len(parts)} columns: " + ", ".join(parts[:8])
+                   + (f" and {len(parts) - 8} more columns" if len(parts) > 8 else "") + ".")
+    if bad_label.any():
+        message += (f" Target column {target!r} must have a label on every row; "
+                    f"{int(bad_label.sum())} rows have none (first at row "
+                    f"{rows[int(np.argmax(bad_label))] + 1}).")
+    return message.strip()
+
+
+def normalize_split_column(values: pd.Series, name: str, rows: np.ndarray) -> np.ndarray:
+    """Map train/val/valid/validation/test (any case) to ``train``/``val``/``test``."""
+    mapping = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "test": "test", "testing": "test"}
+    text = values.astype(str).str.strip().str.lower()
+    mapped = text.map(mapping)
+    bad = mapped.isna().to_numpy()
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(
+            f"split column {name!r} must hold train, val or test on every row; got "
+            f"{values.iloc[first]!r} at row {rows[first] + 1}. Fix the value, or leave out "
+            "--split-column to let cellbench split."
+        )
+    out = mapped.to_numpy().astype(str)
+    if not (out == "train").any():
+        raise DataError(f"split column {name!r} must mark some rows 'train'; none are.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset-level checks
+
+
+def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = ()) -> list[DataIssue]:
+    """Check a loaded dataset: raise for fatal problems, warn (and return) the rest."""
+    issues: list[DataIssue] = []
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    if ds.n_classes < 2:
+        raise DataError(
+            f"target {ds.target!r} must have at least 2 classes; got 1 ({ds.classes[0]!r}, "
+            f"{ds.n_samples} rows). Check --target and --exclude-labels."
+        )
+    if ds.kind == "table":
+        _check_columns(ds, issues, id_like)
+    small = [(c, int(k)) for c, k in zip(ds.classes, counts, strict=True)
+             if k < MIN_CELLS_PER_CLASS]
+    if small:
+        _warn(issues, "tiny_class",
+              f"Classes with fewer than {MIN_CELLS_PER_CLASS} rows cannot be learned or "
+              f"measured reliably: {', '.join(f'{c!r} ({k})' for c, k in small)}. Collect "
+              "more, merge them, or remove them with --exclude-labels.")
+    ratio = counts.max() / max(counts.min(), 1)
+    if ratio >= 10:
+        _warn(issues, "imbalance",
+              f"Classes are imbalanced ({ratio:.0f}:1 between the largest and the smallest). "
+              "Accuracy will flatter the majority class: read balanced accuracy and macro-F1, "
+              "and consider --class-weight balanced.")
+    if ds.groups is not None:
+        n_groups = len(np.unique(ds.groups))
+        if n_groups < 3:
+            _warn(issues, "few_groups",
+                  f"Only {n_groups} distinct groups in {ds.group_name!r}: a grouped split "
+                  "needs at least 3 (train, validation, test), and conclusions about new "
+                  "patients need many more.")
+    return issues
+
+
+def _check_columns(ds: Dataset, issues: list[DataIssue],
+                   id_like: Sequence[tuple[str, str]]) -> None:
+    X = ds.X
+    for col, why in id_like:
+        if col in ds.feature_names:
+            _warn(issues, "id_feature",
+                  f"Column {col!r} looks like a sample/patient id ({why}) and is used as a "
+                  f"feature. Cells of one sample are not independent: pass --groups {col} "
+                  f"to split by it (it is then not a feature), or --drop {col}.")
+        else:
+            _warn(issues, "id_column",
+                  f"Column {col!r} looks like a sample/patient id ({why}) but no groups were "
+                  f"given, so cells of one sample may land in both train and test and inflate "
+                  f"the scores. Pass --groups {col} (groups={col!r}) to split by it.")
+    timey = [c for c in ds.feature_names if TIME_NAME.match(c)]
+    if timey:
+        _warn(issues, "time_feature",
+              f"Columns {format_list(timey)} look like acquisition time or event numbers and "
+              "are used as features; they carry run order, not biology. Drop them with "
+              f"--drop {','.join(timey)}.")
+    if X.shape[0] > 1:
+        constant = [ds.feature_names[j] for j in np.flatnonzero(np.ptp(X, axis=0) == 0)]
+        if constant:
+            _warn(issues, "constant_column",
+                  f"Columns {format_list(constant)} are constant and carry no information; "
+                  f"drop them with --drop {','.join(constant)}.")
+    if X.shape[1] > 1:
+        first_of: dict[bytes, str] = {}
+        dups = []
+        for j, name in enumerate(ds.feature_names):
+            digest = hashlib.blake2b(np.ascontiguousarray(X[:, j]).tobytes()).digest()
+            if digest in first_of:
+                dups.append((name, first_of[digest]))
+            else:
+                first_of[digest] = name
+        if dups:
+            _warn(issues, "duplicate_column",
+                  "Columns duplicate others: "
+                  + ", ".join(f"{a!r} = {b!r}" for a, b in dups[:5])
+                  + ". Drop the copies with --drop.")
+
+
+def check_scale(ds: Dataset, transform: Sequence[str]) -> list[DataIssue]:
+    """Warn when a table looks like raw cytometry intensities but no arcsinh is applied."""
+    issues: list[DataIssue] = []
+    if ds.kind != "table" or "arcsinh" in transform or ds.n_samples < 20:
+        return issues
+    X = ds.X[:: max(1, ds.n_samples // 20000)]
+    q50, q99 = np.percentile(X, [50, 99], axis=0)
+    raw = [ds.feature_names[j] for j in range(X.shape[1])
+           if q99[j] > 100 and q99[j] > 20 * max(abs(q50[j]), 1.0) and X[:, j].min() > -q99[j]]
+    if len(raw) >= max(1, X.shape[1] // 3):
+        _warn(issues, "raw_intensities",
+              f"{len(raw)} of {X.shape[1]} columns look like un-transformed cytometry "
+              f"intensities (long right tail, e.g. {format_list(raw, 3)}). Networks and linear "
+              "models learn poorly on them: use --transform arcsinh,standardize (cofactor 5 "
+              "for mass, 150 for flow cytometry: --cytometry mass|flow or --cofactor).")
+    return issues
+
+
+def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | None) -> None:
+    """Raise :class:`DataLeakageError` if any group has rows in two of the index arrays."""
+    if groups is None:
+        return
+    seen: dict[Any, str] = {}
+    for part, index in parts.items():
+        for g in np.unique(groups[index]):
+            if g in seen and seen[g] != part:
+                n_a = int((groups[parts[seen[g]]] == g).sum())
+                n_b = int((groups[index] == g).sum())
+                raise DataLeakageError(
+                    f"Group {g!r} must be in one part only; it has rows in both "
+                    f"{seen[g]} ({n_a}) and {part} ({n_b}). Pass groups=... / --groups so the "
+                    "split keeps each patient/sample together, or fix the given split column."
+                )
+            seen[g] = part
+
+
+def check_split_duplicates(X: np.ndarray, train: np.ndarray, test: np.ndarray,
+                           name: str = "test") -> list[DataIssue]:
+    """Warn when identical feature rows appear in both train and ``name``."""
+    issues: list[DataIssue] = []
+    if X.ndim != 2 or len(train) == 0 or len(test) == 0:
+        return issues
+    h_train = pd.util.hash_pandas_object(pd.DataFrame(X[train]), index=False).to_numpy()
+    h_test = pd.util.hash_pandas_object(pd.DataFrame(X[test]), index=False).to_numpy()
+    shared = np.isin(h_test, h_train)
+    if shared.any():
+        _warn(issues, "duplicate_rows",
+              f"{int(shared.sum())} {name} rows ({shared.mean():.1%}) are exact copies of "
+              f"training rows. Copies inflate {name} scores; remove duplicate cells, or split "
+              "by sample (--groups) if they come from the same files.")
+    return issues

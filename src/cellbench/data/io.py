@@ -1,0 +1,434 @@
+"""Load cytometry tables into a :class:`~cellbench.data.Dataset`.
+
+Sources: CSV/TSV/Parquet files, one FCS file, a folder of FCS files (labels from a sample sheet
+or from one subfolder per class), a pandas DataFrame, or numpy arrays.
+
+>>> import pandas as pd
+>>> from cellbench.data import load_table
+>>> df = pd.DataFrame({"CD3": [1.0, 2, 3, 4], "CD4": [0.5, 1, 2, 3], "label": list("aabb")})
+>>> ds = load_table(df, target="label")
+>>> ds.feature_names, ds.classes
+(['CD3', 'CD4'], ['a', 'b'])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._utils import did_you_mean, format_list
+from ..exceptions import CellbenchWarning, DataError, InvalidParameterError
+from . import checks
+from .dataset import Dataset
+from .fcs import read_fcs
+
+__all__ = ["from_arrays", "load_table", "read_frame", "read_sample_sheet"]
+
+TARGET_GUESSES = ("label", "labels", "target", "class", "y", "cell_type", "celltype", "population")
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".parquet": None, ".pq": None,
+                  ".fcs": None}
+SAMPLE_SHEET_NAMES = ("sample_sheet.csv", "samples.csv")
+
+
+class _Frame:
+    """A raw table plus what its reader knows (aliases, instrument kind, default roles)."""
+
+    def __init__(self, frame: pd.DataFrame, source: str, aliases: dict[str, str] | None = None,
+                 cytometry: str | None = None, target: str | None = None,
+                 groups: str | None = None) -> None:
+        self.frame = frame
+        self.source = source
+        self.aliases = aliases or {}
+        self.cytometry = cytometry
+        self.target = target
+        self.groups = groups
+
+
+def read_frame(source: Any, sample_sheet: str | Path | None = None,
+               require_labels: bool = True) -> _Frame:
+    """Read ``source`` into a raw table; no column roles are decided here.
+
+    A folder of FCS files needs labels (a sample sheet or class subfolders) unless
+    ``require_labels`` is False (prediction), when loose files are read as they are.
+    """
+    if isinstance(source, pd.DataFrame):
+        return _Frame(source, "DataFrame")
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data path must exist; got {str(path)!r}, which does not. Check the "
+                        "path (relative paths start from the current directory).")
+    if path.is_dir():
+        return _read_fcs_folder(path, sample_sheet, require_labels)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz") and len(suffixes) > 1:
+        suffix = suffixes[-2]
+    else:
+        suffix = suffixes[-1] if suffixes else ""
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"data file must be CSV, TSV, Parquet or FCS (by its suffix); got {path.name!r}. "
+            f"Rename it with one of {', '.join(sorted(TABLE_SUFFIXES))}, or load it with pandas "
+            "and pass the DataFrame."
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {str(path)!r} must not be empty; got 0 bytes.")
+    if suffix == ".fcs":
+        fcs = read_fcs(path)
+        return _Frame(fcs.frame, str(path), fcs.aliases, fcs.cytometry)
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix])
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"data file {str(path)!r} must hold a header and rows; it holds no "
+                        "columns.") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise DataError(f"data file {str(path)!r} must be a readable {suffix[1:].upper()} "
+                        f"table; reading failed ({type(exc).__name__}: {exc}).") from exc
+    if frame.shape[0] == 0:
+        raise DataError(f"data file {str(path)!r} must hold at least one row; it has a header "
+                        f"({format_list(frame.columns)}) but no rows.")
+    return _Frame(frame, str(path))
+
+
+def read_sample_sheet(path: str | Path) -> pd.DataFrame:
+    """Read a sample sheet: CSV with columns ``file``, ``label`` and optionally ``patient``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"sample sheet must exist; got {str(path)!r}, which does not.")
+    try:
+        sheet = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise DataError(f"sample sheet {str(path)!r} must be a CSV with columns file,label"
+                        f"[,patient]; reading failed ({exc}).") from exc
+    sheet.columns = [str(c).strip().lower() for c in sheet.columns]
+    missing = [c for c in ("file", "label") if c not in sheet.columns]
+    if missing:
+        raise DataError(f"sample sheet {str(path)!r} must have columns file,label[,patient]; "
+                        f"got {list(sheet.columns)} (missing {missing}).")
+    for col in ("file", "label"):
+        empty = np.flatnonzero(sheet[col].str.strip() == "")
+        if len(empty):
+            raise DataError(f"sample sheet {str(path)!r} must give a {col} on every row; row "
+                            f"{empty[0] + 1} has none.")
+    dup = sheet["file"][sheet["file"].duplicated()].tolist()
+    if dup:
+        raise DataError(f"sample sheet {str(path)!r} must list each file once; got duplicates "
+                        f"{format_list(dup)}.")
+    return sheet
+
+
+def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
+                     require_labels: bool = True) -> _Frame:
+    if sample_sheet is None:
+        found = [root / n for n in SAMPLE_SHEET_NAMES if (root / n).is_file()]
+        sample_sheet = found[0] if found else None
+    entries: list[tuple[Path, str, str | None]] = []  # (file, label, patient)
+    if sample_sheet is not None:
+        sheet = read_sample_sheet(sample_sheet)
+        has_patient = "patient" in sheet.columns
+        for i, row in enumerate(sheet.itertuples(index=False), start=1):
+            file = root / row.file
+            if not file.is_file():
+                raise DataError(
+                    f"sample sheet {str(sample_sheet)!r} row {i} names file {row.file!r}, which "
+                    f"must exist in {str(root)!r} but does not. Fix the name or remove the row."
+                )
+            entries.append((file, row.label, row.patient if has_patient else None))
+        listed = {e[0].resolve() for e in entries}
+        unlisted = [p.name for p in _fcs_files(root) if p.resolve() not in listed]
+        if unlisted:
+            warnings.warn(f"{len(unlisted)} FCS files in {str(root)!r} are not in the sample "
+                          f"sheet and are ignored: {format_list(unlisted)}.", CellbenchWarning,
+                          stacklevel=3)
+    else:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            entries.extend((f, sub.name, None) for f in _fcs_files(sub))
+        loose = _fcs_files(root)
+        if not entries and not require_labels:
+            entries = [(f, "", None) for f in loose]
+        if not entries:
+            raise DataError(
+                f"a folder of FCS files must come with labels; {str(root)!r} has "
+                f"{len(loose)} FCS files but no sample sheet and no class subfolders. Put the "
+                "files in one subfolder per class (root/<label>/*.fcs) or add a CSV sample "
+                "sheet with columns file,label[,patient] (--sample-sheet)."
+            )
+    frames, aliases, kinds, channels = [], {}, set(), None
+    first = None
+    for file, label, patient in entries:
+        fcs = read_fcs(file)
+        cols = list(fcs.frame.columns)
+        if channels is None:
+            channels, first = cols, file
+        elif set(cols) != set(channels):
+            missing = sorted(set(channels) - set(cols))
+            extra = sorted(set(cols) - set(channels))
+            raise DataError(
+                f"FCS files must share their channels; {file.name!r} differs from "
+                f"{first.name!r}: missing {missing}, extra {extra}. Re-export with the same "
+                "panel, or drop the odd file from the sample sheet."
+            )
+        frame = fcs.frame[channels].copy()
+        if label:
+            frame["label"] = label
+        frame["sample"] = file.stem
+        if patient is not None:
+            frame["patient"] = patient
+        frames.append(frame)
+        aliases.update(fcs.aliases)
+        kinds.add(fcs.cytometry)
+    if not frames:
+        raise DataError(f"a folder of FCS files must contain .fcs files; {str(root)!r} has none.")
+    frame = pd.concat(frames, ignore_index=True)
+    groups = "patient" if "patient" in frame.columns else "sample"
+    return _Frame(frame, str(root), aliases, kinds.pop() if len(kinds) == 1 else None,
+                  target="label" if "label" in frame.columns else None, groups=groups)
+
+
+def _fcs_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".fcs")
+
+
+def _resolve(patterns: Sequence[str], columns: Sequence[str], aliases: dict[str, str],
+             what: str) -> list[str]:
+    """Names or globs (matching column names or aliases) → column names, in table order."""
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [c for c in columns if fnmatch.fnmatchcase(c, pattern)]
+        hits += [aliases[a] for a in aliases if fnmatch.fnmatchcase(a, pattern)]
+        if not hits:
+            guess = did_you_mean(pattern, [*columns, *aliases])
+            raise DataError(
+                f"{what} {pattern!r} must name a column; no column matches it."
+                + (f" Did you mean {guess!r}?" if guess else "")
+                + f" Columns: {format_list(columns, 12)}."
+            )
+        chosen.extend(h for h in hits if h not in chosen)
+    order = {c: i for i, c in enumerate(columns)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def _column(name: str, columns: Sequence[str], aliases: dict[str, str], what: str,
+            flag: str) -> str:
+    if name in columns:
+        return name
+    if name in aliases:
+        return aliases[name]
+    guess = did_you_mean(name, [*columns, *aliases])
+    raise DataError(
+        f"{what} column must be one of the table's columns; got {name!r}."
+        + (f" Did you mean {guess!r}?" if guess else "")
+        + f" Columns: {format_list(columns, 12)}. Pass it with {flag}."
+    )
+
+
+def _guess_target(columns: Sequence[str]) -> str:
+    lowered = {c.lower(): c for c in columns}
+    hits = [lowered[g] for g in TARGET_GUESSES if g in lowered]
+    if len(hits) == 1:
+        return hits[0]
+    raise DataError(
+        "target column must be given; "
+        + (f"several columns could be it ({format_list(hits)})" if hits
+           else "none is named like a label (label, class, target, cell_type, ...)")
+        + f". Pass --target COLUMN; columns are {format_list(columns, 12)}."
+    )
+
+
+def _match_labels(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
+    """Rows whose label equals one of ``wanted`` (strings from the CLI, numbers compared too)."""
+    mask = values.astype(str).isin(set(wanted)).to_numpy()
+    numeric = pd.to_numeric(pd.Series(list(wanted)), errors="coerce").dropna()
+    if len(numeric) and pd.api.types.is_numeric_dtype(values):
+        mask |= values.isin(numeric.tolist()).to_numpy()
+    return mask
+
+
+def _label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    if pd.api.types.is_float_dtype(col) and np.all(np.mod(col.to_numpy(), 1) == 0):
+        col = col.astype(np.int64)
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        values = col.to_numpy()
+    else:
+        values = col.astype(str).to_numpy()
+    classes, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), classes.tolist()
+
+
+def load_table(
+    source: Any,
+    *,
+    target: str | None = None,
+    groups: str | None = None,
+    features: Sequence[str] = (),
+    drop: Sequence[str] = (),
+    exclude_labels: Sequence[Any] = (),
+    dropna: bool = False,
+    split_column: str | None = None,
+    sample_sheet: str | Path | None = None,
+    cytometry: str | None = None,
+) -> Dataset:
+    """Load a table (or FCS file/folder) into a :class:`Dataset`, checking it on the way.
+
+    Parameters
+    ----------
+    source : path, DataFrame
+        CSV/TSV/Parquet/FCS file, a folder of FCS files, or a DataFrame.
+    target : str, optional
+        Label column. Guessed when exactly one column is named like a label; FCS folders
+        take labels from the sample sheet or class subfolders.
+    groups : str, optional
+        Patient/sample column. FCS folders default to the sheet's ``patient`` or the file.
+    features : sequence of str
+        Names or globs; FCS channels match by ``$PnN`` or ``$PnS``. Default: every column
+        except target, groups, split column and ``drop``.
+    drop : sequence of str
+        Names or globs never used as features (e.g. ``Time``, ``Event*``).
+    exclude_labels : sequence
+        Rows with these labels are removed before anything else (e.g. ``0`` = ungated).
+    dropna : bool
+        Drop rows with NaN/inf features or a missing label instead of raising.
+    split_column : str, optional
+        Column holding ``train``/``val``/``test`` per row; that split is then used as given.
+    sample_sheet : path, optional
+        For FCS folders: CSV with ``file,label[,patient]``.
+    cytometry : {"mass", "flow"}, optional
+        Instrument kind when known; FCS files are guessed from ``$CYT``.
+
+    Raises
+    ------
+    DataError
+        Missing columns, non-numeric features, NaN/inf without ``dropna``, a single class, ...
+    """
+    raw = read_frame(source, sample_sheet)
+    frame, aliases = raw.frame, raw.aliases
+    frame.columns = [str(c) for c in frame.columns]
+    columns = list(frame.columns)
+    if len(set(columns)) != len(columns):
+        dup = sorted({c for c in columns if columns.count(c) > 1})
+        raise DataError(f"column names must be unique; got duplicates {dup} in {raw.source}.")
+
+    target = _column(target, columns, aliases, "target", "--target") if target else None
+    target = target or raw.target or _guess_target(columns)
+    group_col = _column(groups, columns, aliases, "groups", "--groups") if groups else None
+    group_col = group_col or raw.groups
+    split_col = (_column(split_column, columns, aliases, "split", "--split-column")
+                 if split_column else None)
+
+    rows = np.arange(len(frame))  # original positions, for messages after filtering
+    if len(exclude_labels):
+        keep = ~_match_labels(frame[target], [str(v) for v in exclude_labels])
+        if not keep.any():
+            raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
+                            f"removes all {len(frame)}.")
+        frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
+
+    roles = {c for c in (target, group_col, split_col) if c}
+    dropped = set(_resolve(drop, columns, aliases, "drop pattern")) if drop else set()
+    if features:
+        feature_cols = _resolve(features, columns, aliases, "feature")
+        clash = [c for c in feature_cols if c in roles]
+        if clash:
+            raise DataError(f"features must not include the target, group or split column; got "
+                            f"{clash}. Remove them from --features.")
+        feature_cols = [c for c in feature_cols if c not in dropped]
+    else:
+        feature_cols = [c for c in columns if c not in roles and c not in dropped]
+    if not feature_cols:
+        raise DataError(f"at least one feature column must remain; got none after removing "
+                        f"target/groups/drop from {format_list(columns, 12)}.")
+
+    id_like = [] if group_col else checks.id_like_columns(frame, [c for c in columns
+                                                                   if c != target])
+    problems = checks.non_numeric_features(frame, feature_cols, rows, id_like)
+    if problems:
+        raise DataError("\n".join(problems) if len(problems) == 1 else
+                        f"{len(problems)} feature columns must be numeric:\n  - "
+                        + "\n  - ".join(problems))
+
+    X = frame[feature_cols].to_numpy(dtype=np.float32)
+    label_col = frame[target]
+    bad_label = label_col.isna().to_numpy()
+    bad_x = ~np.isfinite(X)
+    bad_rows = bad_x.any(axis=1) | bad_label
+    if group_col:
+        bad_group = frame[group_col].isna().to_numpy()
+        bad_rows |= bad_group
+    if bad_rows.any():
+        message = checks.describe_missing(X, bad_x, bad_label, feature_cols, target, rows)
+        if group_col and bad_group.any():
+            message += (f" Group column {group_col!r} is empty in {int(bad_group.sum())} rows "
+                        f"(first at row {rows[np.argmax(bad_group)] + 1}).")
+        if not dropna:
+            raise DataError(message + f" Pass --dropna (dropna=True) to drop the "
+                            f"{int(bad_rows.sum())} affected rows, or fill them first.")
+        warnings.warn(f"Dropped {int(bad_rows.sum())} of {len(frame)} rows: {message}",
+                      CellbenchWarning, stacklevel=2)
+        keep = ~bad_rows
+        frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
+        label_col = frame[target]
+
+    y, classes = _label_values(label_col)
+    group_values = frame[group_col].to_numpy() if group_col else None
+    split_values = None
+    if split_col:
+        split_values = checks.normalize_split_column(frame[split_col], split_col, rows)
+
+    ds = Dataset(
+        X=np.ascontiguousarray(X),
+        y=y,
+        classes=classes,
+        feature_names=feature_cols,
+        groups=group_values,
+        split=split_values,
+        target=target,
+        group_name=group_col,
+        source=raw.source,
+        aliases={a: n for a, n in aliases.items() if n in feature_cols},
+        cytometry=cytometry or raw.cytometry,
+    )
+    ds.issues = checks.check_dataset(ds, id_like=id_like)
+    return ds
+
+
+def from_arrays(X: Any, y: Any, groups: Any = None, feature_names: Sequence[str] | None = None,
+                *, target: str = "label", group_name: str = "group") -> Dataset:
+    """Wrap numpy arrays (or array-likes) as a table :class:`Dataset`, checking them."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise DataError(f"X must be a 2-D array (cells x features); got shape {X.shape}. "
+                        "Reshape it, or use load_images for image arrays.")
+    try:
+        Xf = X.astype(np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"X must be numeric; got dtype {X.dtype} ({exc}).") from exc
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(X):
+        raise DataError(f"y must be 1-D with one label per row of X ({len(X)}); got shape "
+                        f"{y.shape}.")
+    if feature_names is None:
+        feature_names = [f"x{i}" for i in range(X.shape[1])]
+    if len(feature_names) != X.shape[1]:
+        raise InvalidParameterError(f"feature_names must have {X.shape[1]} names (one per "
+                                    f"column of X); got {len(feature_names)}.")
+    frame = pd.DataFrame(Xf, columns=[str(f) for f in feature_names])
+    if target in frame.columns:
+        target = "__label__"
+    frame[target] = y
+    kwargs: dict[str, Any] = {}
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (len(X),):
+            raise DataError(f"groups must be 1-D with one id per row of X ({len(X)}); got shape "
+                            f"{groups.shape}.")
+        frame[group_name] = groups
+        kwargs["groups"] = group_name
+    return load_table(frame, target=target, **kwargs)

@@ -1,0 +1,203 @@
+"""Leak-free splits: stratified, grouped by patient/sample when groups exist.
+
+Every split is checked after it is made: a group in two parts raises
+:class:`~cellbench.exceptions.DataLeakageError`, whatever produced the split.
+
+>>> import numpy as np
+>>> y = np.array([0, 1] * 50); groups = np.repeat(np.arange(10), 10)
+>>> s = holdout_split(y, groups, val_size=0.2, test_size=0.2, random_state=0)
+>>> set(groups[s.test]).isdisjoint(groups[s.train])
+True
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from .._config import SplitConfig
+from .._utils import format_list
+from ..exceptions import DataError
+from .checks import check_no_group_overlap
+from .dataset import Dataset
+
+__all__ = ["Split", "holdout_split", "kfold_splits", "make_splits"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of one train / validation / test partition.
+
+    ``val`` may be empty (no early stopping); ``test`` may be empty (``test_size=0``).
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    name: str = "holdout"
+    grouped: bool = False
+
+    def parts(self) -> dict[str, np.ndarray]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.parts().items()}
+
+
+def make_splits(ds: Dataset, cfg: SplitConfig) -> list[Split]:
+    """The splits a job runs on: the given split, k folds, or one holdout."""
+    if ds.split is not None:
+        return [given_split(ds, cfg)]
+    if cfg.cv:
+        return kfold_splits(ds.y, ds.groups, n_splits=cfg.cv, val_size=cfg.val_size,
+                            random_state=cfg.random_state, classes=ds.classes)
+    return [holdout_split(ds.y, ds.groups, val_size=cfg.val_size, test_size=cfg.test_size,
+                          random_state=cfg.random_state, classes=ds.classes)]
+
+
+def _single_label_groups(y: np.ndarray, groups: np.ndarray) -> bool:
+    """True when every group holds one class (a patient-level label)."""
+    _, g = np.unique(groups, return_inverse=True)
+    pairs = np.unique(np.stack([g, y]), axis=1)
+    return pairs.shape[1] == g.max() + 1
+
+
+def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
+                 random_state: int) -> list[np.ndarray]:
+    """Row indices of ``n_splits`` disjoint test folds, each made of whole groups.
+
+    Patient-level labels: folds are stratified by label (StratifiedGroupKFold). Labels that
+    vary within groups (cell types in every sample): groups are shuffled and dealt into folds
+    (KFold over the sorted group ids), the published protocol for sample-wise CV.
+    """
+    rows = np.arange(len(y))
+    if _single_label_groups(y, groups):
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return [test for _, test in splitter.split(rows, y, groups)]
+    ids = np.unique(groups)
+    folds = KFold(n_splits, shuffle=True, random_state=random_state).split(ids)
+    return [rows[np.isin(groups, ids[test])] for _, test in folds]
+
+
+def _carve(index: np.ndarray, y: np.ndarray, groups: np.ndarray | None, fraction: float,
+           random_state: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``index`` into (rest, held) with about ``fraction`` of rows held out."""
+    if fraction <= 0 or len(index) == 0:
+        return index, index[:0]
+    if groups is not None:
+        sub_groups = groups[index]
+        n_groups = len(np.unique(sub_groups))
+        if n_groups < 2:
+            raise DataError(
+                f"groups must leave at least 2 distinct values to hold out a {what} part; got "
+                f"{n_groups}. Provide more patients/samples, or set the {what} size to 0."
+            )
+        n_splits = int(min(max(2, round(1 / fraction)), n_groups))
+        held = _group_folds(y[index], sub_groups, n_splits, random_state)[0]
+        mask = np.zeros(len(index), bool)
+        mask[held] = True
+        return index[~mask], index[mask]
+    counts = np.bincount(y[index])
+    stratify = y[index] if counts[counts > 0].min() >= 2 else None
+    n_classes = int((counts > 0).sum())
+    n_held = max(round(fraction * len(index)), n_classes if stratify is not None else 1)
+    if n_held >= len(index):
+        raise DataError(f"the {what} part must leave rows for training; {len(index)} rows are "
+                        f"too few for a {fraction:.0%} {what} part.")
+    rest, held = train_test_split(index, test_size=n_held, stratify=stratify,
+                                  random_state=random_state)
+    return np.sort(rest), np.sort(held)
+
+
+def _check_class_sizes(y: np.ndarray, classes: list | None, need: int, what: str,
+                       fix: str) -> None:
+    counts = np.bincount(y)
+    small = [(i, int(c)) for i, c in enumerate(counts) if 0 < c < need]
+    if small:
+        names = classes or list(range(len(counts)))
+        listed = ", ".join(f"{names[i]!r} has {c}" for i, c in small[:5])
+        raise DataError(
+            f"each class must have at least {need} rows for {what}; {listed}. {fix}"
+        )
+
+
+def holdout_split(y: np.ndarray, groups: np.ndarray | None = None, *, val_size: float = 0.15,
+                  test_size: float = 0.15, random_state: int = 0,
+                  classes: list | None = None) -> Split:
+    """One stratified train/val/test split; grouped (whole patients per part) with groups."""
+    y = np.asarray(y)
+    index = np.arange(len(y))
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        need = 1 + (val_size > 0) + (test_size > 0)
+        if n_groups < need:
+            raise DataError(
+                f"groups must have at least {need} distinct values for a grouped "
+                f"train/val/test split; got {n_groups} ({format_list(np.unique(groups))}). "
+                "Use more patients/samples, or drop --groups (cells are then split at random, "
+                "which overstates accuracy on new patients)."
+            )
+    else:
+        need = 1 + (val_size > 0) + (test_size > 0)
+        _check_class_sizes(y, classes, need, "a stratified train/val/test split",
+                           "Collect more cells or remove the class with --exclude-labels.")
+    rest, test = _carve(index, y, groups, test_size, random_state, "test")
+    val_fraction = val_size / (1 - test_size) if test_size < 1 else 0
+    train, val = _carve(rest, y, groups, val_fraction, random_state + 1, "validation")
+    split = Split(train, val, test, "holdout", groups is not None)
+    check_no_group_overlap(split.parts(), groups)
+    return split
+
+
+def kfold_splits(y: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5,
+                 val_size: float = 0.15, random_state: int = 0,
+                 classes: list | None = None) -> list[Split]:
+    """k folds: each row is tested exactly once; a validation part is held out of each train.
+
+    With groups, folds are made of whole groups (see :func:`_group_folds`).
+    """
+    y = np.asarray(y)
+    index = np.arange(len(y))
+    if groups is not None:
+        ids = np.unique(groups)
+        if len(ids) < n_splits:
+            raise DataError(
+                f"groups must have at least {n_splits} distinct values for {n_splits}-fold "
+                f"grouped CV; got {len(ids)} ({format_list(ids)}). Use --cv {max(2, len(ids))}"
+                " or fewer folds."
+            )
+        tests = _group_folds(y, groups, n_splits, random_state)
+    else:
+        _check_class_sizes(y, classes, n_splits, f"stratified {n_splits}-fold CV",
+                           f"Use fewer folds (--cv {max(2, int(np.bincount(y).min()))}) or "
+                           "remove the class with --exclude-labels.")
+        skf = StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
+        tests = [test for _, test in skf.split(index, y)]
+    splits = []
+    for k, test in enumerate(tests):
+        rest = np.setdiff1d(index, test, assume_unique=True)
+        train, val = _carve(rest, y, groups, val_size, random_state + 1 + k, "validation")
+        split = Split(train, val, np.sort(test), f"fold{k + 1}", groups is not None)
+        check_no_group_overlap(split.parts(), groups)
+        splits.append(split)
+    return splits
+
+
+def given_split(ds: Dataset, cfg: SplitConfig) -> Split:
+    """Use the dataset's split column; carve validation from train if it has none."""
+    assert ds.split is not None
+    index = np.arange(ds.n_samples)
+    train = index[ds.split == "train"]
+    val = index[ds.split == "val"]
+    test = index[ds.split == "test"]
+    if len(val) == 0 and cfg.val_size > 0:
+        train, val = _carve(train, ds.y, ds.groups, cfg.val_size, cfg.random_state,
+                            "validation")
+    split = Split(train, val, test, "given", ds.groups is not None)
+    check_no_group_overlap(split.parts(), ds.groups)
+    return split

@@ -1,0 +1,183 @@
+"""CellbenchClassifier: any registry model behind the scikit-learn estimator API.
+
+>>> import numpy as np
+>>> from cellbench import CellbenchClassifier
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(200, 5)); y = (X[:, 0] > 0).astype(int)
+>>> clf = CellbenchClassifier(model="mlp", max_epochs=5, random_state=0).fit(X, y)
+>>> clf.predict(X[:3]).shape
+(3,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ._config import DataConfig, TrainConfig
+from .data.io import from_arrays
+from .data.splits import holdout_split
+from .exceptions import InvalidParameterError, NotFittedError
+from .models import MODELS
+from .train.trainer import FittedModel, train_model
+
+__all__ = ["CellbenchClassifier"]
+
+
+class CellbenchClassifier(ClassifierMixin, BaseEstimator):
+    """Train a cellbench model (network, gradient boosting or baseline) on a table.
+
+    ``fit`` holds out ``val_size`` of the rows (grouped by ``groups`` when given) for early
+    stopping, fits the preprocessing on the remaining training rows only, and trains.
+
+    Parameters
+    ----------
+    model : str
+        Registry name (``cellbench models`` lists them), e.g. ``"mlp"``, ``"cnn1d-seed"``,
+        ``"lightgbm"``.
+    model_kwargs : dict, optional
+        The model's own arguments, e.g. ``{"width": 256, "dropout": 0.2}``.
+    transform : sequence of str
+        Preprocessing steps fitted on training rows: ``arcsinh``, ``standardize``,
+        ``quantile``.
+    cofactor : float
+        arcsinh cofactor (5 for mass, 150 for flow cytometry).
+    optimizer, lr, weight_decay, scheduler, max_epochs, batch_size, patience, class_weight,
+    sampler, grad_clip, device
+        As in :class:`cellbench.TrainConfig` (networks only, except ``class_weight``).
+    val_size : float
+        Fraction of rows held out for early stopping (0 disables it).
+    random_state : int or None
+        Seed of the validation split, weights and batch order. None draws one.
+    verbose : int
+        1 shows a progress bar.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Labels seen in ``fit``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` had string column names.
+    model_ : FittedModel
+        The trained model with its preprocessing.
+    history_ : list of dict
+        Per-epoch records (networks).
+    best_epoch_ : int
+        Epoch whose weights were kept.
+    """
+
+    def __init__(self, model: str = "mlp", *, model_kwargs: Mapping[str, Any] | None = None,
+                 transform: Sequence[str] = ("standardize",), cofactor: float = 5.0,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
+                 scheduler: str | None = None, max_epochs: int = 100, batch_size: int = 256,
+                 patience: int | None = 10, class_weight: str | None = None,
+                 sampler: str | None = None, grad_clip: float | None = None,
+                 val_size: float = 0.15, device: str = "auto", random_state: int | None = None,
+                 verbose: int = 0) -> None:
+        self.model = model
+        self.model_kwargs = model_kwargs
+        self.transform = transform
+        self.cofactor = cofactor
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.scheduler = scheduler
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.class_weight = class_weight
+        self.sampler = sampler
+        self.grad_clip = grad_clip
+        self.val_size = val_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _configs(self, seed: int) -> tuple[TrainConfig, DataConfig]:
+        name = type(self).__name__
+        MODELS.get(self.model)
+        if not (isinstance(self.val_size, (int, float)) and 0 <= self.val_size < 1):
+            raise InvalidParameterError(
+                f"The 'val_size' parameter of {name} must be a float in [0, 1). Got "
+                f"{self.val_size!r} instead."
+            )
+        try:
+            train = TrainConfig(
+                model=self.model, model_kwargs=dict(self.model_kwargs or {}),
+                random_state=seed, class_weight=self.class_weight, optimizer=self.optimizer,
+                lr=self.lr, weight_decay=self.weight_decay, scheduler=self.scheduler,
+                max_epochs=self.max_epochs, batch_size=self.batch_size,
+                patience=self.patience if self.val_size > 0 else None,
+                sampler=self.sampler, grad_clip=self.grad_clip, device=self.device)
+            data = DataConfig(transform=tuple(self.transform), cofactor=self.cofactor)
+        except InvalidParameterError as exc:
+            # "train.lr must be ..." -> "The 'lr' parameter of CellbenchClassifier must be ..."
+            msg = str(exc)
+            for prefix in ("train.", "data."):
+                msg = msg.replace(prefix, "", 1) if msg.startswith(prefix) else msg
+            head, _, rest = msg.partition(" must ")
+            if rest and " " not in head:
+                msg = f"The {head!r} parameter of {name} must {rest}"
+            raise InvalidParameterError(msg) from exc
+        return train, data
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> CellbenchClassifier:
+        """Fit on ``X`` (n_samples, n_features) and labels ``y``; ``groups`` keeps patients
+        together when holding out the validation rows."""
+        seed = (int(np.random.randint(0, 2**31 - 1)) if self.random_state is None
+                else int(self.random_state))
+        train_cfg, data_cfg = self._configs(seed)
+        names = getattr(X, "columns", None)
+        X_arr = np.asarray(X)
+        if names is not None and all(isinstance(c, str) for c in names):
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+            feature_names = [str(c) for c in names]
+        else:
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            feature_names = None
+        ds = from_arrays(X_arr, np.asarray(y), groups=groups, feature_names=feature_names)
+        val = self.val_size if ds.n_samples >= 10 else 0.0
+        split = holdout_split(ds.y, ds.groups, val_size=val, test_size=0.0, random_state=seed,
+                              classes=ds.classes)
+        self.model_: FittedModel = train_model(ds, split, train_cfg, data_cfg,
+                                               verbose=bool(self.verbose))
+        self.classes_ = np.asarray(ds.classes)
+        self.n_features_in_ = int(X_arr.shape[1])
+        self.history_ = list(self.model_.history)
+        self.best_epoch_ = self.model_.best_epoch
+        return self
+
+    def _check(self, X: Any) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+        X_arr = np.asarray(X)
+        if X_arr.ndim != 2 or X_arr.shape[1] != self.n_features_in_:
+            raise InvalidParameterError(
+                f"X must have {self.n_features_in_} features, as in fit; got shape "
+                f"{X_arr.shape}."
+            )
+        try:
+            X_arr = X_arr.astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"X must be numeric; got dtype {X_arr.dtype}.") from exc
+        if not np.isfinite(X_arr).all():
+            raise InvalidParameterError(
+                f"X must be finite; got {int((~np.isfinite(X_arr)).sum())} NaN or inf values."
+            )
+        return X_arr
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        return self.model_.predict_proba(self._check(X), device=self.device)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]

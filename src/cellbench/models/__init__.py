@@ -1,0 +1,31 @@
+"""The model registry. Importing this package registers every built-in model.
+
+>>> from cellbench.models import MODELS, create_model
+>>> "cnn1d-seed" in MODELS
+True
+>>> net = create_model("mlp", n_features=8, n_classes=3, width=16)
+"""
+
+from . import cnn1d, gbdt, linear, mlp  # noqa: F401  (registration happens at import)
+from ._base import MODELS, BaseModel, apply_init, count_parameters, create_model, register_model
+from .cnn1d import CytometryCNN
+from .gbdt import LightGBMModel, XGBoostModel
+from .linear import LDAModel, LogisticRegressionModel, MajorityClassifier
+from .mlp import MLP, ResMLP
+
+__all__ = [
+    "MLP",
+    "MODELS",
+    "BaseModel",
+    "CytometryCNN",
+    "LDAModel",
+    "LightGBMModel",
+    "LogisticRegressionModel",
+    "MajorityClassifier",
+    "ResMLP",
+    "XGBoostModel",
+    "apply_init",
+    "count_parameters",
+    "create_model",
+    "register_model",
+]

@@ -1,0 +1,156 @@
+"""Model registry, the factory, and the contract of non-network models."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._registry import ModelSpec, Registry
+from ..exceptions import InvalidParameterError
+from ..tune.spaces import Dist
+
+__all__ = ["MODELS", "BaseModel", "apply_init", "count_parameters", "create_model",
+           "register_model"]
+
+MODELS: Registry[ModelSpec] = Registry(
+    "model", hint="Run `cellbench models` to list all {n}."
+)
+
+
+def register_model(name: str, *, input_kind: str, family: str,
+                   search_space: Mapping[str, Dist] | None = None,
+                   defaults: Mapping[str, Any] | None = None, summary: str | None = None,
+                   override: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: register a model factory under ``name`` (timm's ``@register_model``)."""
+
+    def deco(factory: Callable) -> Callable:
+        doc = summary or (inspect.getdoc(factory) or "").split("\n")[0]
+        MODELS.register(name, ModelSpec(name, factory, input_kind, family,  # type: ignore[arg-type]
+                                        dict(defaults or {}), dict(search_space or {}), doc),
+                        override=override)
+        return factory
+
+    return deco
+
+
+class BaseModel(abc.ABC):
+    """Contract of the models that fit themselves (baselines, gradient boosting).
+
+    They see preprocessed numpy arrays and integer codes ``0 .. n_classes - 1``; their whole
+    fitted state is plain data (:meth:`get_state`), so it lives in a ``weights_only`` checkpoint.
+    """
+
+    n_classes: int
+
+    @abc.abstractmethod
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None) -> BaseModel:
+        """Fit on training rows; may use the validation rows for early stopping."""
+
+    @abc.abstractmethod
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape ``(n, n_classes)``."""
+
+    @abc.abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """Fitted state as str/bytes/number/list/tensor values only."""
+
+    @abc.abstractmethod
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned."""
+
+    @property
+    @abc.abstractmethod
+    def n_params(self) -> int:
+        """Number of fitted parameters (tree models: number of tree nodes)."""
+
+    def fit_info(self) -> dict[str, Any]:
+        """Facts about the fit for the run record (e.g. trees used)."""
+        return {}
+
+
+def _accepts(factory: Callable, name: str) -> bool:
+    params = inspect.signature(factory).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def create_model(name: str, *, n_classes: int, n_features: int | None = None,
+                 in_chans: int | None = None, img_size: int | None = None,
+                 random_state: int = 0, class_weight: str | None = None,
+                 **kwargs: Any) -> nn.Module | BaseModel:
+    """Build the registered model ``name`` for a task (timm's ``create_model``).
+
+    ``kwargs`` are the model's own arguments (``width``, ``dropout``, ...), applied over the
+    preset's defaults; ``None`` values are dropped. Networks also take ``init`` ("default",
+    "kaiming", "xavier").
+    """
+    spec = MODELS.get(name)
+    kwargs = {**spec.defaults, **{k: v for k, v in kwargs.items() if v is not None}}
+    init = kwargs.pop("init", "default")
+    context: dict[str, Any] = {"n_classes": n_classes}
+    if spec.family == "nn":
+        if spec.input_kind == "image":
+            context.update(in_chans=in_chans, img_size=img_size)
+        else:
+            context["n_features"] = n_features
+    else:
+        context.update(random_state=random_state, class_weight=class_weight)
+        if n_features is not None and _accepts(spec.factory, "n_features"):
+            context["n_features"] = n_features
+    unknown = [k for k in kwargs if not _accepts(spec.factory, k) or k in context]
+    if unknown:
+        valid = [p for p in inspect.signature(spec.factory).parameters if p not in context]
+        raise InvalidParameterError(
+            f"model_kwargs for {name!r} must be among {', '.join(valid) or '(none)'}; got "
+            f"{', '.join(repr(k) for k in unknown)}."
+        )
+    model = spec.factory(**context, **kwargs)
+    if isinstance(model, nn.Module):
+        apply_init(model, init)
+    return model
+
+
+def apply_init(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise conv and linear weights: ``default`` (PyTorch's), ``kaiming``, ``xavier``."""
+    if scheme == "default":
+        return model
+    if scheme not in ("kaiming", "xavier"):
+        raise InvalidParameterError(
+            f"init must be 'default', 'kaiming' or 'xavier'; got {scheme!r}."
+        )
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def count_parameters(model: nn.Module | BaseModel) -> int:
+    """Trainable parameters of a network, or :attr:`BaseModel.n_params`."""
+    if isinstance(model, nn.Module):
+        return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return int(model.n_params)
+
+
+def expand_proba(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
+    """Place columns of classes seen in training into the full ``n_classes`` columns."""
+    if proba.shape[1] == n_classes:
+        return proba
+    out = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
+    out[:, present] = proba
+    return out
+
+
+def torch_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis of a numpy array."""
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1).numpy()

@@ -1,0 +1,170 @@
+"""Gradient-boosted trees: LightGBM (a dependency) and XGBoost (optional).
+
+Both stop early on the validation part when one is given (50 rounds without improvement of
+the validation log-loss), and store the fitted booster as text in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from .._utils import try_import
+from ..tune.spaces import FloatDist, IntDist
+from ._base import BaseModel, register_model
+
+__all__ = ["LightGBMModel", "XGBoostModel"]
+
+EARLY_STOPPING_ROUNDS = 50
+
+
+def _balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1))
+    return w[y]
+
+
+@register_model("lightgbm", input_kind="tabular", family="gbdt", search_space={
+    "learning_rate": FloatDist(0.01, 0.3, log=True), "num_leaves": IntDist(8, 256, log=True),
+    "min_child_samples": IntDist(5, 200, log=True), "feature_fraction": FloatDist(0.5, 1.0),
+    "bagging_fraction": FloatDist(0.5, 1.0), "lambda_l2": FloatDist(1e-8, 10.0, log=True)})
+class LightGBMModel(BaseModel):
+    """LightGBM gradient boosting, early-stopped on the validation part."""
+
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None,
+                 n_estimators: int = 2000, learning_rate: float = 0.05, num_leaves: int = 31,
+                 min_child_samples: int = 20, feature_fraction: float = 1.0,
+                 bagging_fraction: float = 1.0, lambda_l2: float = 0.0, n_jobs: int = 0):
+        self.n_classes = n_classes
+        self.random_state = random_state
+        self.class_weight = class_weight
+        self.n_estimators = n_estimators
+        self.params = {
+            "learning_rate": learning_rate, "num_leaves": num_leaves,
+            "min_child_samples": min_child_samples, "feature_fraction": feature_fraction,
+            "bagging_fraction": bagging_fraction, "bagging_freq": 1 if bagging_fraction < 1 else 0,
+            "lambda_l2": lambda_l2, "num_threads": n_jobs,
+        }
+        self.best_iteration_ = 0
+
+    def _objective(self) -> dict[str, Any]:
+        if self.n_classes == 2:
+            return {"objective": "binary", "metric": "binary_logloss"}
+        return {"objective": "multiclass", "num_class": self.n_classes,
+                "metric": "multi_logloss"}
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        lgb = try_import("lightgbm", purpose="the 'lightgbm' model")
+        params = {**self._objective(), **self.params, "seed": self.random_state,
+                  "deterministic": True, "force_row_wise": True, "verbosity": -1}
+        weight = _balanced_weights(y, self.n_classes) if self.class_weight == "balanced" else None
+        train = lgb.Dataset(X, y, weight=weight, free_raw_data=True)
+        callbacks, valid_sets = [], []
+        if X_val is not None and len(X_val):
+            valid_sets = [lgb.Dataset(X_val, y_val, reference=train)]
+            callbacks.append(lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
+        booster = lgb.train(params, train, num_boost_round=self.n_estimators,
+                            valid_sets=valid_sets, callbacks=callbacks)
+        self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
+        self._set_booster(booster)
+        return self
+
+    def _set_booster(self, booster: Any) -> None:
+        self.booster_ = booster
+        self.model_str_ = booster.model_to_string(num_iteration=self.best_iteration_)
+
+    def predict_proba(self, X):
+        p = self.booster_.predict(np.asarray(X), num_iteration=self.best_iteration_)
+        if self.n_classes == 2:
+            p = np.stack([1 - p, p], axis=1)
+        return np.asarray(p, np.float64)
+
+    def get_state(self):
+        return {"model": self.model_str_, "best_iteration": self.best_iteration_}
+
+    def set_state(self, state):
+        lgb = try_import("lightgbm", purpose="the 'lightgbm' model")
+        self.best_iteration_ = int(state["best_iteration"])
+        self.booster_ = lgb.Booster(model_str=state["model"])
+        self.model_str_ = state["model"]
+
+    @property
+    def n_params(self):
+        return sum(2 * int(k) - 1 for k in re.findall(r"^num_leaves=(\d+)$", self.model_str_,
+                                                       flags=re.MULTILINE))
+
+    def fit_info(self):
+        return {"n_trees": self.best_iteration_ * (1 if self.n_classes == 2 else self.n_classes),
+                "best_iteration": self.best_iteration_}
+
+
+@register_model("xgboost", input_kind="tabular", family="gbdt", search_space={
+    "learning_rate": FloatDist(0.01, 0.3, log=True), "max_depth": IntDist(2, 10),
+    "min_child_weight": FloatDist(0.5, 20, log=True), "subsample": FloatDist(0.5, 1.0),
+    "colsample_bytree": FloatDist(0.5, 1.0), "reg_lambda": FloatDist(1e-3, 10, log=True)})
+class XGBoostModel(BaseModel):
+    """XGBoost gradient boosting (optional: ``pip install 'cellbench[xgboost]'``)."""
+
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None,
+                 n_estimators: int = 2000, learning_rate: float = 0.05, max_depth: int = 6,
+                 min_child_weight: float = 1.0, subsample: float = 1.0,
+                 colsample_bytree: float = 1.0, reg_lambda: float = 1.0, n_jobs: int = 0):
+        self.n_classes = n_classes
+        self.class_weight = class_weight
+        self.n_estimators = n_estimators
+        self.params = {"eta": learning_rate, "max_depth": max_depth,
+                       "min_child_weight": min_child_weight, "subsample": subsample,
+                       "colsample_bytree": colsample_bytree, "lambda": reg_lambda,
+                       "seed": random_state, "tree_method": "hist"}
+        if n_jobs:
+            self.params["nthread"] = n_jobs
+        self.best_iteration_ = 0
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        xgb = try_import("xgboost", extra="xgboost", purpose="the 'xgboost' model")
+        if self.n_classes == 2:
+            obj = {"objective": "binary:logistic", "eval_metric": "logloss"}
+        else:
+            obj = {"objective": "multi:softprob", "num_class": self.n_classes,
+                   "eval_metric": "mlogloss"}
+        weight = _balanced_weights(y, self.n_classes) if self.class_weight == "balanced" else None
+        dtrain = xgb.DMatrix(X, label=y, weight=weight)
+        evals, kwargs = [], {}
+        if X_val is not None and len(X_val):
+            evals = [(xgb.DMatrix(X_val, label=y_val), "valid")]
+            kwargs["early_stopping_rounds"] = EARLY_STOPPING_ROUNDS
+        booster = xgb.train({**self.params, **obj}, dtrain, self.n_estimators, evals=evals,
+                            verbose_eval=False, **kwargs)
+        best = getattr(booster, "best_iteration", None)
+        self.best_iteration_ = int(best + 1 if best is not None else booster.num_boosted_rounds())
+        self.booster_ = booster
+        return self
+
+    def predict_proba(self, X):
+        xgb = try_import("xgboost", extra="xgboost", purpose="the 'xgboost' model")
+        p = self.booster_.predict(xgb.DMatrix(np.asarray(X)),
+                                  iteration_range=(0, self.best_iteration_))
+        if self.n_classes == 2:
+            p = np.stack([1 - p, p], axis=1)
+        return np.asarray(p, np.float64)
+
+    def get_state(self):
+        return {"model": bytes(self.booster_.save_raw("json")),
+                "best_iteration": self.best_iteration_}
+
+    def set_state(self, state):
+        xgb = try_import("xgboost", extra="xgboost", purpose="the 'xgboost' model")
+        self.booster_ = xgb.Booster()
+        self.booster_.load_model(bytearray(state["model"]))
+        self.best_iteration_ = int(state["best_iteration"])
+
+    @property
+    def n_params(self):
+        per_round = 1 if self.n_classes == 2 else self.n_classes
+        dump = self.booster_.get_dump()[: self.best_iteration_ * per_round]
+        return sum(len(tree.strip().splitlines()) for tree in dump)
+
+    def fit_info(self):
+        return {"best_iteration": self.best_iteration_}

@@ -1,0 +1,136 @@
+"""Figures for run directories: learning curves, confusion matrices, model comparisons.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend
+switch) and saved atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .._utils import atomic_path
+
+__all__ = ["plot_comparison", "plot_confusion", "plot_curves"]
+
+COLORS = {"running": "#9aa5b1", "train": "#1f77b4", "valid": "#d62728"}
+LABELS = {"running": "train, running (dropout/augmentation on)",
+          "train": "train, eval mode", "valid": "validation"}
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_curves(histories: Sequence[Sequence[Mapping[str, float]]] | Sequence[Mapping[str, Any]],
+                path: str | Path, title: str = "", best_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch: running train, eval-mode train and validation.
+
+    ``histories`` is one history (a list of epoch records) or several (repeated seeds), in
+    which case the mean is drawn with a band from the lowest to the highest run.
+    """
+    if histories and isinstance(histories[0], Mapping):
+        histories = [histories]  # type: ignore[list-item]
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split in ("running", "train", "valid"):
+            key = f"{split}_{metric}"
+            runs = [[r[key] for r in h if key in r] for h in histories]
+            runs = [r for r in runs if r]
+            if not runs:
+                continue
+            length = min(len(r) for r in runs)
+            values = np.array([r[:length] for r in runs], dtype=np.float64)
+            epochs = np.arange(1, length + 1)
+            style = "--" if split == "running" else "-"
+            label = LABELS[split] + (f" (mean of {len(runs)})" if len(runs) > 1 else "")
+            ax.plot(epochs, values.mean(0), style, color=COLORS[split], label=label, lw=1.6)
+            if len(runs) > 1:
+                ax.fill_between(epochs, values.min(0), values.max(0), color=COLORS[split],
+                                alpha=0.15, lw=0)
+        if best_epoch:
+            ax.axvline(best_epoch, color="#555", lw=0.8, ls=":")
+            ax.text(best_epoch, ax.get_ylim()[1], " kept", va="top", fontsize=8, color="#555")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title or "learning curves", fontsize=11)
+    fig.text(0.5, -0.04, "A validation curve above the running train curve is expected with "
+             "dropout: compare it with the eval-mode train curve.", ha="center", fontsize=8,
+             color="#555")
+    return _save(fig, path)
+
+
+def plot_confusion(counts: Sequence[Sequence[int]], labels: Sequence[Any], path: str | Path,
+                   title: str = "") -> Path:
+    """Row-normalised confusion matrix with the counts written in each cell."""
+    cm = np.asarray(counts, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(labels)
+    size = max(3.5, 0.6 * k + 2)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    names = [str(lab) for lab in labels]
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center",
+                        fontsize=7, color="white" if norm[i, j] > 0.6 else "black")
+    ax.set_title(title or "confusion matrix", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path,
+                    metric: str = "accuracy", title: str = "",
+                    references: Sequence[str] = ("majority",)) -> Path:
+    """One point per model with its confidence interval, best at the top.
+
+    Each row needs ``model`` and ``metric`` -> ``{"value", "ci"}``. Models named in
+    ``references`` (baselines such as the majority class) are drawn as a dashed line when
+    they sit far below the rest, so they do not squash the scale of the models that matter.
+    """
+    rows = sorted((r for r in rows if r.get(metric) and r[metric].get("value") is not None),
+                  key=lambda r: r[metric]["value"])
+    points = [r for r in rows if r["model"] not in references] or rows
+    lines = [r for r in rows if r not in points]
+    lows = [r[metric]["ci"][0] for r in points]
+    highs = [r[metric]["ci"][1] for r in points]
+    span = max(max(highs) - min(lows), 1e-3)
+    left, right = min(lows) - 0.25 * span, max(highs) + 0.35 * span
+    fig = Figure(figsize=(7, 0.45 * len(points) + 1.6))
+    ax = fig.subplots()
+    for i, row in enumerate(points):
+        value = row[metric]["value"]
+        lo, hi = row[metric]["ci"]
+        ax.errorbar(value, i, xerr=[[value - lo], [hi - value]], fmt="o", color="#1f77b4",
+                    capsize=3)
+        ax.text(hi, i, f"  {value:.4f}", va="center", fontsize=8)
+    notes = []
+    for row in lines:
+        value = row[metric]["value"]
+        if left <= value <= right:
+            ax.axvline(value, color="#888", ls="--", lw=1)
+            ax.text(value, len(points) - 0.5, f" {row['model']}", fontsize=8, color="#555")
+        else:
+            notes.append(f"{row['model']}: {value:.4f}")
+    ax.set_xlim(left, right)
+    ax.set_yticks(range(len(points)), [r["model"] for r in points])
+    label = f"{metric.replace('_', ' ')} (95% CI)"
+    ax.set_xlabel(label + (f"; off scale: {', '.join(notes)}" if notes else ""))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or f"models compared on {metric.replace('_', ' ')}", fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,251 @@
+"""Fit any registry model on a dataset split, and save/load the result.
+
+:func:`train_model` fits the preprocessing on the training rows only, builds the model, trains
+it (networks through :func:`~cellbench.train.engine.fit`, the others through their own
+``fit``) and returns a :class:`FittedModel`, which predicts on raw rows and saves to one
+``weights_only`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._config import DataConfig, TrainConfig
+from .._utils import atomic_torch_save, resolve_device, seed_everything, to_builtin
+from ..data.dataset import Dataset
+from ..data.splits import Split
+from ..data.transforms import Preprocessor
+from ..exceptions import InvalidParameterError, RunDirectoryError
+from ..models import MODELS, BaseModel, count_parameters, create_model
+from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
+from .engine import History, effective_monitor, fit, predict_logits
+
+__all__ = ["FittedModel", "load_model", "train_model"]
+
+MODEL_FORMAT = "cellbench-model"
+
+
+@dataclass
+class FittedModel:
+    """A trained model with everything needed to predict on raw rows.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    model : nn.Module or BaseModel
+    preprocessor : Preprocessor
+        Fitted on the training rows.
+    classes : list
+        Original labels; column ``k`` of :meth:`predict_proba` is ``classes[k]``.
+    feature_names : list of str
+    history : History
+        Per-epoch records (networks only).
+    best_epoch : int
+        Epoch whose weights were kept (networks only).
+    stop_reason : str or None
+        Why training ended before ``max_epochs`` (early stopping, divergence).
+    """
+
+    name: str
+    model_kwargs: dict[str, Any]
+    model: nn.Module | BaseModel
+    preprocessor: Preprocessor
+    classes: list[Any]
+    feature_names: list[str]
+    config: TrainConfig
+    target: str = "label"
+    aliases: dict[str, str] = field(default_factory=dict)
+    history: History = field(default_factory=History)
+    best_epoch: int = 0
+    stop_reason: str | None = None
+    fit_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return MODELS.get(self.name).family
+
+    @property
+    def n_params(self) -> int:
+        return count_parameters(self.model)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.preprocessor.transform(X)
+
+    def predict_proba(self, X: np.ndarray, device: str = "auto",
+                      batch_size: int = 8192) -> np.ndarray:
+        """Class probabilities for raw (un-preprocessed) rows."""
+        Z = self.transform(X)
+        if isinstance(self.model, BaseModel):
+            return self.model.predict_proba(Z)
+        dev = resolve_device(device)
+        self.model.to(dev)
+        logits = predict_logits(self.model, torch.from_numpy(Z), batch_size=batch_size,
+                                device=dev)
+        return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Original labels for raw rows."""
+        return np.asarray(self.classes, dtype=object)[self.predict_proba(X).argmax(1)]
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_checkpoint(self) -> dict[str, Any]:
+        if isinstance(self.model, nn.Module):
+            state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        else:
+            state = self.model.get_state()
+        return {
+            "format": MODEL_FORMAT, "version": 1,
+            "name": self.name, "model_kwargs": to_builtin(self.model_kwargs),
+            "state": state, "preprocessing": self.preprocessor.state_dict(),
+            "classes": to_builtin(self.classes), "feature_names": list(self.feature_names),
+            "target": self.target, "aliases": dict(self.aliases),
+            "config": self.config.to_dict(), "history": [dict(r) for r in self.history],
+            "best_epoch": self.best_epoch, "stop_reason": self.stop_reason,
+            "fit_seconds": self.fit_seconds, "info": to_builtin(self.info),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to ``path`` atomically (loads with ``weights_only=True``)."""
+        atomic_torch_save(self.to_checkpoint(), path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedModel:
+        return load_model(path)
+
+
+def _read_checkpoint(path: Path, expected: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunDirectoryError(f"model file must exist; got {str(path)!r}, which does not.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunDirectoryError(
+            f"model file {str(path)!r} must be a cellbench checkpoint; loading failed "
+            f"({type(exc).__name__}: {exc}). It may be truncated; retrain or use a backup."
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != expected:
+        raise RunDirectoryError(
+            f"model file {str(path)!r} must be a {expected!r} checkpoint; got "
+            f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}."
+        )
+    return ckpt
+
+
+def load_model(path: str | Path) -> FittedModel:
+    """Load a :class:`FittedModel` saved by :meth:`FittedModel.save`."""
+    ckpt = _read_checkpoint(Path(path), MODEL_FORMAT)
+    config = TrainConfig.from_dict(ckpt["config"])
+    spec = MODELS.get(ckpt["name"])
+    n_classes = len(ckpt["classes"])
+    model = create_model(ckpt["name"], n_classes=n_classes,
+                         n_features=len(ckpt["feature_names"]),
+                         random_state=config.random_state, class_weight=config.class_weight,
+                         **ckpt["model_kwargs"])
+    if spec.family == "nn":
+        model.load_state_dict(ckpt["state"])
+        model.eval()
+    else:
+        model.set_state(ckpt["state"])
+    return FittedModel(
+        name=ckpt["name"], model_kwargs=dict(ckpt["model_kwargs"]), model=model,
+        preprocessor=Preprocessor.from_state(ckpt["preprocessing"]),
+        classes=list(ckpt["classes"]), feature_names=list(ckpt["feature_names"]),
+        config=config, target=ckpt["target"], aliases=dict(ckpt["aliases"]),
+        history=History(ckpt["history"]), best_epoch=ckpt["best_epoch"],
+        stop_reason=ckpt["stop_reason"], fit_seconds=ckpt["fit_seconds"],
+        info=dict(ckpt["info"]),
+    )
+
+
+def make_preprocessor(data_cfg: DataConfig, ds: Dataset) -> Preprocessor:
+    return Preprocessor(data_cfg.transform, data_cfg.arcsinh_cofactor(), data_cfg.cofactors,
+                        ds.aliases)
+
+
+def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
+                data_cfg: DataConfig | None = None, *, run_dir: str | Path | None = None,
+                resume: bool = False, progress: Any = None, verbose: bool = False,
+                callbacks: tuple[Callback, ...] = ()) -> FittedModel:
+    """Fit ``train_cfg.model`` on ``split.train`` (early stopping on ``split.val``).
+
+    Parameters
+    ----------
+    ds : Dataset
+    split : Split
+        Only ``train`` and ``val`` rows are touched; ``test`` is for the caller, once.
+    train_cfg : TrainConfig
+    data_cfg : DataConfig, optional
+        Preprocessing settings (default: standardize).
+    run_dir : path, optional
+        Networks checkpoint here after every epoch (``checkpoints/last.pt``).
+    resume : bool
+        Continue from ``run_dir/checkpoints/last.pt`` (same configuration required).
+    progress : rich.progress.Progress, optional
+        Shared display; otherwise a bar of its own when ``verbose``.
+    callbacks : tuple of Callback
+        Extra callbacks for networks (e.g. a tuning pruner).
+    """
+    data_cfg = data_cfg or DataConfig()
+    spec = MODELS.get(train_cfg.model)
+    if spec.input_kind not in ("tabular", "any") and ds.kind == "table":
+        raise InvalidParameterError(
+            f"model {spec.name!r} takes {spec.input_kind} input and cannot train on a table; "
+            f"choose a tabular model (`cellbench models --kind tabular`)."
+        )
+    pre = make_preprocessor(data_cfg, ds).fit(ds.X[split.train], ds.feature_names)
+    X_train = pre.transform(ds.X[split.train])
+    y_train = ds.y[split.train]
+    X_val = pre.transform(ds.X[split.val]) if len(split.val) else None
+    y_val = ds.y[split.val] if len(split.val) else None
+
+    seed_everything(train_cfg.random_state)
+    model = create_model(spec.name, n_classes=ds.n_classes, n_features=X_train.shape[1],
+                         random_state=train_cfg.random_state,
+                         class_weight=train_cfg.class_weight, **train_cfg.model_kwargs)
+    start = time.perf_counter()
+    history, best_epoch, stop_reason, info = History(), 0, None, {}
+    if isinstance(model, BaseModel):
+        model.fit(X_train, y_train, X_val, y_val)
+        info = model.fit_info()
+    else:
+        cbs: list[Callback] = [EarlyStopping(effective_monitor(train_cfg, X_val is not None),
+                                             train_cfg.patience), *callbacks]
+        resume_state = None
+        if run_dir is not None:
+            last = Path(run_dir) / "checkpoints" / "last.pt"
+            ident = {"model_name": spec.name, "preprocessing": pre.state_dict()}
+            if resume and last.is_file():
+                resume_state = _read_checkpoint(last, "cellbench-train-state")
+                if resume_state["config"] != train_cfg.to_dict():
+                    raise RunDirectoryError(
+                        f"--resume must use the configuration of the interrupted run in "
+                        f"{str(run_dir)!r}; the training settings differ. Rerun with the "
+                        "original settings, or start a new run directory."
+                    )
+            cbs.append(Checkpoint(last, extra=ident))
+        if progress is not None or verbose:
+            cbs.append(ProgressBar(f"{spec.name} [{split.name}]", progress=progress))
+        state = fit(model, torch.from_numpy(X_train), torch.from_numpy(y_train),
+                    None if X_val is None else torch.from_numpy(X_val),
+                    None if y_val is None else torch.from_numpy(y_val),
+                    n_classes=ds.n_classes, config=train_cfg, callbacks=cbs,
+                    resume=resume_state)
+        history, best_epoch, stop_reason = state.history, state.best_epoch, state.stop_reason
+        model.cpu().eval()
+    return FittedModel(
+        name=spec.name, model_kwargs={**spec.defaults, **train_cfg.model_kwargs}, model=model,
+        preprocessor=pre, classes=list(ds.classes), feature_names=list(ds.feature_names),
+        config=train_cfg, target=ds.target, aliases=dict(ds.aliases), history=history,
+        best_epoch=best_epoch, stop_reason=stop_reason,
+        fit_seconds=time.perf_counter() - start, info=info,
+    )
