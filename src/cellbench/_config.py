@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ._utils import did_you_mean
+from ._utils import did_you_mean, split_top_level
 from .exceptions import InvalidParameterError
 
 __all__ = [
@@ -50,7 +50,7 @@ def _as_tuple(value: Any) -> tuple:
     if value is None:
         return ()
     if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(split_top_level(value))
     return tuple(value)
 
 
@@ -195,7 +195,7 @@ class TrainConfig(_Base):
     model: str = "mlp"  # registry name; `cellbench models` lists them
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # architecture arguments
     random_state: int = 0  # seeds weights, batch order, dropout and the train-eval subset
-    class_weight: str | None = None  # 'balanced': loss weights inversely proportional to counts
+    class_weight: str | Mapping[str, float] | None = None  # 'balanced' or {label: weight}
     optimizer: str = "adam"  # sgd, asgd, adam, adamw or rmsprop
     lr: float = 1e-3  # peak learning rate
     optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. momentum, nesterov
@@ -249,8 +249,12 @@ class TrainConfig(_Base):
         check(self.scheduler is None or self.scheduler in SCHEDULER_NAMES,
               f"train.scheduler must be one of {', '.join(SCHEDULER_NAMES)} or None; "
               f"got {self.scheduler!r}.")
-        check(self.class_weight in (None, "balanced"),
-              f"train.class_weight must be 'balanced' or None; got {self.class_weight!r}.")
+        cw = self.class_weight
+        check(cw is None or cw == "balanced" or (
+            isinstance(cw, Mapping) and all(isinstance(v, (int, float)) and v > 0
+                                            for v in cw.values())),
+              f"train.class_weight must be 'balanced', a mapping label -> weight > 0, or None; "
+              f"got {cw!r}.")
         check(self.sampler in (None, "balanced"),
               f"train.sampler must be 'balanced' or None; got {self.sampler!r}.")
         check(isinstance(self.model, str) and bool(self.model),

@@ -147,15 +147,29 @@ def unknown_name_error(
     if guess is not None:
         msg += f" Did you mean {guess!r}?"
     if len(choices) <= 10:
-        msg += " Valid: " + ", ".join(repr(c) for c in choices) + "."
+        msg += " Valid: " + format_list(choices, 10) + "."
     if hint:
         msg += f" {hint}"
     return UnknownNameError(msg)
 
 
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside parentheses: ``"a,b(c=1,d=2)"`` -> ``["a", "b(c=1,d=2)"]``."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == sep and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    parts.append(current.strip())
+    return [p for p in parts if p]
+
+
 def format_list(items: Iterable[Any], limit: int = 5) -> str:
     """``'a', 'b', 'c' and 7 more`` for messages."""
-    items = list(items)
+    items = [i.item() if isinstance(i, np.generic) else i for i in items]
     shown = ", ".join(repr(i) for i in items[:limit])
     if len(items) > limit:
         shown += f" and {len(items) - limit} more"

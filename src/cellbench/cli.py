@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from ._config import RunConfig, apply_overrides, load_config
+from ._utils import split_top_level
 from .exceptions import CellbenchError, CellbenchWarning
 
 app = typer.Typer(
@@ -90,7 +91,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def _csv(value: str | None) -> list[str] | None:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+    return None if value is None else split_top_level(value)
 
 
 def _build_config(data: str | None, example: bool, config: Path | None, sets: list[str] | None,

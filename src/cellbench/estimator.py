@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._config import DataConfig, TrainConfig
 from .data.io import from_arrays
 from .data.splits import holdout_split
-from .exceptions import InvalidParameterError, NotFittedError
+from .exceptions import InvalidParameterError
 from .models import MODELS
 from .train.trainer import FittedModel, train_model
 
@@ -40,9 +42,8 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
         ``"lightgbm"``.
     model_kwargs : dict, optional
         The model's own arguments, e.g. ``{"width": 256, "dropout": 0.2}``.
-    transform : sequence of str
-        Preprocessing steps fitted on training rows: ``arcsinh``, ``standardize``,
-        ``quantile``.
+    preprocessing : sequence of str
+        Steps fitted on training rows only: ``arcsinh``, ``standardize``, ``quantile``.
     cofactor : float
         arcsinh cofactor (5 for mass, 150 for flow cytometry).
     optimizer, lr, weight_decay, scheduler, max_epochs, batch_size, patience, class_weight,
@@ -71,7 +72,7 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, model: str = "mlp", *, model_kwargs: Mapping[str, Any] | None = None,
-                 transform: Sequence[str] = ("standardize",), cofactor: float = 5.0,
+                 preprocessing: Sequence[str] = ("standardize",), cofactor: float = 5.0,
                  optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
                  scheduler: str | None = None, max_epochs: int = 100, batch_size: int = 256,
                  patience: int | None = 10, class_weight: str | None = None,
@@ -80,7 +81,7 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
                  verbose: int = 0) -> None:
         self.model = model
         self.model_kwargs = model_kwargs
-        self.transform = transform
+        self.preprocessing = preprocessing
         self.cofactor = cofactor
         self.optimizer = optimizer
         self.lr = lr
@@ -113,7 +114,7 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
                 max_epochs=self.max_epochs, batch_size=self.batch_size,
                 patience=self.patience if self.val_size > 0 else None,
                 sampler=self.sampler, grad_clip=self.grad_clip, device=self.device)
-            data = DataConfig(transform=tuple(self.transform), cofactor=self.cofactor)
+            data = DataConfig(transform=tuple(self.preprocessing), cofactor=self.cofactor)
         except InvalidParameterError as exc:
             # "train.lr must be ..." -> "The 'lr' parameter of CellbenchClassifier must be ..."
             msg = str(exc)
@@ -126,58 +127,45 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
         return train, data
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> CellbenchClassifier:
-        """Fit on ``X`` (n_samples, n_features) and labels ``y``; ``groups`` keeps patients
-        together when holding out the validation rows."""
+        """Fit on ``X`` (n_samples, n_features) and labels ``y``.
+
+        ``groups`` (patient/sample per row) keeps each group on one side of the held-out
+        validation rows.
+        """
         seed = (int(np.random.randint(0, 2**31 - 1)) if self.random_state is None
                 else int(self.random_state))
         train_cfg, data_cfg = self._configs(seed)
-        names = getattr(X, "columns", None)
-        X_arr = np.asarray(X)
-        if names is not None and all(isinstance(c, str) for c in names):
-            self.feature_names_in_ = np.asarray(names, dtype=object)
-            feature_names = [str(c) for c in names]
-        else:
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-            feature_names = None
-        ds = from_arrays(X_arr, np.asarray(y), groups=groups, feature_names=feature_names)
+        # shape, dtype, sparse/complex input, y checks; NaN/inf are reported by from_arrays,
+        # which says how many and where
+        X_arr, y_arr = validate_data(self, X, y, dtype=np.float32, ensure_all_finite=False,
+                                     ensure_min_samples=2)
+        check_classification_targets(y_arr)
+        names = getattr(self, "feature_names_in_", None)
+        ds = from_arrays(X_arr, y_arr, groups=groups,
+                         feature_names=None if names is None else [str(n) for n in names])
         val = self.val_size if ds.n_samples >= 10 else 0.0
         split = holdout_split(ds.y, ds.groups, val_size=val, test_size=0.0, random_state=seed,
                               classes=ds.classes)
         self.model_: FittedModel = train_model(ds, split, train_cfg, data_cfg,
                                                verbose=bool(self.verbose))
         self.classes_ = np.asarray(ds.classes)
-        self.n_features_in_ = int(X_arr.shape[1])
         self.history_ = list(self.model_.history)
         self.best_epoch_ = self.model_.best_epoch
         return self
 
-    def _check(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "model_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-        X_arr = np.asarray(X)
-        if X_arr.ndim != 2 or X_arr.shape[1] != self.n_features_in_:
-            raise InvalidParameterError(
-                f"X must have {self.n_features_in_} features, as in fit; got shape "
-                f"{X_arr.shape}."
-            )
-        try:
-            X_arr = X_arr.astype(np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidParameterError(f"X must be numeric; got dtype {X_arr.dtype}.") from exc
-        if not np.isfinite(X_arr).all():
-            raise InvalidParameterError(
-                f"X must be finite; got {int((~np.isfinite(X_arr)).sum())} NaN or inf values."
-            )
-        return X_arr
-
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
-        return self.model_.predict_proba(self._check(X), device=self.device)
+        check_is_fitted(self, "model_")
+        X_arr = validate_data(self, X, reset=False, dtype=np.float32, ensure_all_finite=False)
+        bad = ~np.isfinite(X_arr)
+        if bad.any():
+            raise InvalidParameterError(
+                f"X must be finite; got {int(bad.sum())} NaN or inf values (first in row "
+                f"{int(np.argmax(bad.any(axis=1))) + 1}). Impute or drop those rows first."
+            )
+        return self.model_.predict_proba(X_arr, device=self.device)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels."""
+        check_is_fitted(self, "model_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

@@ -6,6 +6,8 @@ naming the file, column, row or value at fault.
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 __all__ = [
     "CellbenchError",
     "CellbenchWarning",
@@ -40,8 +42,8 @@ class DataLeakageError(CellbenchError, ValueError):
     """A split would put one patient/sample in two parts, or test data would reach training."""
 
 
-class NotFittedError(CellbenchError, ValueError, AttributeError):
-    """An estimator was used before ``fit`` (same bases as scikit-learn's)."""
+class NotFittedError(CellbenchError, _SklearnNotFittedError):
+    """An estimator was used before ``fit`` (also a scikit-learn ``NotFittedError``)."""
 
 
 class MissingDependencyError(CellbenchError, ImportError):

@@ -33,7 +33,14 @@ import pandas as pd
 import yaml
 
 from ._config import DataConfig, RunConfig, SplitConfig, TrainConfig
-from ._utils import atomic_path, atomic_write_json, atomic_write_text, format_list, to_builtin
+from ._utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    format_list,
+    split_top_level,
+    to_builtin,
+)
 from ._version import __version__
 from .data import checks
 from .data.dataset import Dataset
@@ -122,21 +129,9 @@ def parse_models(items: Sequence[str]) -> list[ModelChoice]:
 
     Commas separate models except inside parentheses; argument values are read as YAML.
     """
-    parts: list[str] = []
-    for item in items:
-        depth, current = 0, ""
-        for ch in item:
-            depth += (ch == "(") - (ch == ")")
-            if ch == "," and depth == 0:
-                parts.append(current)
-                current = ""
-            else:
-                current += ch
-        parts.append(current)
+    parts = [part for item in items for part in split_top_level(item)]
     choices, seen = [], set()
-    for raw in (p.strip() for p in parts):
-        if not raw:
-            continue
+    for raw in parts:
         match = re.fullmatch(r"([\w.-]+)(?:\((.*)\))?", raw)
         if not match:
             raise InvalidParameterError(
@@ -174,12 +169,11 @@ def _machine() -> dict[str, Any]:
             "cellbench": __version__}
 
 
-def prepare_run_dir(out: str | Path | None, job: str, cfg: RunConfig,
-                    reuse: bool) -> Path:
-    """Create (or reopen) a run directory and write ``config.yaml``.
+def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool) -> Path:
+    """Choose the run directory and check it can take this run; creates nothing.
 
-    An existing directory is reopened only when ``reuse`` and its data and split settings
-    equal ``cfg``'s; otherwise finished results could be mixed with a different run.
+    An existing run is reopened only when ``reuse`` and its data and split settings equal
+    ``cfg``'s; otherwise finished results could be mixed with a different run.
     """
     if out is None:
         out = Path("runs") / f"{job}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -197,13 +191,18 @@ def prepare_run_dir(out: str | Path | None, job: str, cfg: RunConfig,
                 f"run directory {str(path)!r} holds a run on different data or splits; its "
                 "finished results cannot be reused. Pass a new --out."
             )
-    elif path.exists() and any(path.iterdir()):
+    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunDirectoryError(
             f"run directory {str(path)!r} must be empty or a cellbench run; it holds other "
             "files. Pass a new --out."
         )
+    return path
+
+
+def open_run_dir(path: Path, cfg: RunConfig) -> Path:
+    """Create the run directory (after the data loaded) and write ``config.yaml``."""
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved_cfg, cfg.to_yaml())
+    atomic_write_text(path / "config.yaml", cfg.to_yaml())
     return path
 
 
@@ -290,7 +289,8 @@ def _aggregate(ds: Dataset, choice: ModelChoice, units: list[dict],
     out: dict[str, Any] = {"model": choice.label, "name": choice.name,
                            "n_params": int(units[0]["n_params"]),
                            "fit_seconds": float(np.mean([u["fit_seconds"] for u in units])),
-                           "units": len(units)}
+                           "units": len(units),
+                           "reused_units": sum(bool(u.get("reused")) for u in units)}
     seeds = sorted({u["seed"] for u in units})
     per_seed = []
     for seed in seeds:
@@ -339,6 +339,7 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
 
     console = console or Console()
     choices = parse_models(cfg.models or DEFAULT_TABLE_MODELS)
+    run_dir = check_run_dir(out, "compare", cfg, reuse=True)
     ds = load_dataset(cfg.data)
     splits = make_splits(ds, cfg.split)
     issues = list(ds.issues)
@@ -346,7 +347,7 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
         for split in splits:
             issues += checks.check_split_duplicates(ds.X, split.train, split.test,
                                                     f"{split.name} test")
-    run_dir = prepare_run_dir(out, "compare", cfg, reuse=True)
+    open_run_dir(run_dir, cfg)
     atomic_write_json(run_dir / "data.json", _data_summary(ds, splits, issues))
     console.print(f"[bold]data[/] {ds.describe()}")
     console.print("[bold]split[/] " + _describe_splits(splits, ds))
@@ -409,12 +410,13 @@ def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = F
             f"{cfg.split.cv}. Use `cellbench compare --models {cfg.train.model} --cv "
             f"{cfg.split.cv}` for cross-validation."
         )
+    run_dir = check_run_dir(out, "train", cfg, reuse=resume)
     ds = load_dataset(cfg.data)
     split = make_splits(ds, cfg.split)[0]
     issues = list(ds.issues)
     if ds.kind == "table":
         issues += checks.check_split_duplicates(ds.X, split.train, split.test)
-    run_dir = prepare_run_dir(out, "train", cfg, reuse=resume)
+    open_run_dir(run_dir, cfg)
     atomic_write_json(run_dir / "data.json", _data_summary(ds, [split], issues))
     console.print(f"[bold]data[/] {ds.describe()}")
     console.print("[bold]split[/] " + _describe_splits([split], ds))

@@ -76,11 +76,11 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
             f"Rename it with one of {', '.join(sorted(TABLE_SUFFIXES))}, or load it with pandas "
             "and pass the DataFrame."
         )
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {str(path)!r} must not be empty; got 0 bytes.")
     if suffix == ".fcs":
         fcs = read_fcs(path)
         return _Frame(fcs.frame, str(path), fcs.aliases, fcs.cytometry)
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {str(path)!r} must not be empty; got 0 bytes.")
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -248,7 +248,7 @@ def _match_labels(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
     mask = values.astype(str).isin(set(wanted)).to_numpy()
     numeric = pd.to_numeric(pd.Series(list(wanted)), errors="coerce").dropna()
     if len(numeric) and pd.api.types.is_numeric_dtype(values):
-        mask |= values.isin(numeric.tolist()).to_numpy()
+        mask = mask | values.isin(numeric.tolist()).to_numpy()
     return mask
 
 
@@ -346,8 +346,8 @@ def load_table(
         raise DataError(f"at least one feature column must remain; got none after removing "
                         f"target/groups/drop from {format_list(columns, 12)}.")
 
-    id_like = [] if group_col else checks.id_like_columns(frame, [c for c in columns
-                                                                   if c != target])
+    id_like = [] if group_col else checks.id_like_columns(
+        frame, [c for c in columns if c not in (target, split_col)])
     problems = checks.non_numeric_features(frame, feature_cols, rows, id_like)
     if problems:
         raise DataError("\n".join(problems) if len(problems) == 1 else

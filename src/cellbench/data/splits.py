@@ -78,7 +78,10 @@ def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=random_state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return [test for _, test in splitter.split(rows, y, groups)]
+            try:
+                return [test for _, test in splitter.split(rows, y, groups)]
+            except ValueError:  # every class has fewer rows than folds: deal groups unstratified
+                pass
     ids = np.unique(groups)
     folds = KFold(n_splits, shuffle=True, random_state=random_state).split(ids)
     return [rows[np.isin(groups, ids[test])] for _, test in folds]
@@ -95,7 +98,8 @@ def _carve(index: np.ndarray, y: np.ndarray, groups: np.ndarray | None, fraction
         if n_groups < 2:
             raise DataError(
                 f"groups must leave at least 2 distinct values to hold out a {what} part; got "
-                f"{n_groups}. Provide more patients/samples, or set the {what} size to 0."
+                f"{n_groups} ({format_list(np.unique(sub_groups))}). Use more patients/samples "
+                f"or fewer folds, or set the {what} size to 0 (--val-size 0 / --test-size 0)."
             )
         n_splits = int(min(max(2, round(1 / fraction)), n_groups))
         held = _group_folds(y[index], sub_groups, n_splits, random_state)[0]

@@ -142,7 +142,7 @@ class Preprocessor:
             q = self.quantiles_[:, j]
             # average of left/right interpolation handles repeated quantiles (ties)
             up = np.interp(X[:, j], q, levels)
-            down = 1 - np.interp(-X[:, j], -q[::-1], levels[::-1])
+            down = -np.interp(-X[:, j], -q[::-1], -levels[::-1])
             out[:, j] = 0.5 * (up + down)
         eps = 1e-7
         return ndtri(np.clip(out, eps, 1 - eps)).astype(np.float32)

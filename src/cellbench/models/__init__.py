@@ -7,7 +7,15 @@ True
 """
 
 from . import cnn1d, gbdt, linear, mlp  # noqa: F401  (registration happens at import)
-from ._base import MODELS, BaseModel, apply_init, count_parameters, create_model, register_model
+from ._base import (
+    MODELS,
+    BaseModel,
+    apply_init,
+    class_weight_vector,
+    count_parameters,
+    create_model,
+    register_model,
+)
 from .cnn1d import CytometryCNN
 from .gbdt import LightGBMModel, XGBoostModel
 from .linear import LDAModel, LogisticRegressionModel, MajorityClassifier
@@ -25,6 +33,7 @@ __all__ = [
     "ResMLP",
     "XGBoostModel",
     "apply_init",
+    "class_weight_vector",
     "count_parameters",
     "create_model",
     "register_model",

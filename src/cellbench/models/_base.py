@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,8 @@ from .._registry import ModelSpec, Registry
 from ..exceptions import InvalidParameterError
 from ..tune.spaces import Dist
 
-__all__ = ["MODELS", "BaseModel", "apply_init", "count_parameters", "create_model",
-           "register_model"]
+__all__ = ["MODELS", "BaseModel", "apply_init", "class_weight_vector", "count_parameters",
+           "create_model", "register_model"]
 
 MODELS: Registry[ModelSpec] = Registry(
     "model", hint="Run `cellbench models` to list all {n}."
@@ -82,13 +82,15 @@ def _accepts(factory: Callable, name: str) -> bool:
 
 def create_model(name: str, *, n_classes: int, n_features: int | None = None,
                  in_chans: int | None = None, img_size: int | None = None,
-                 random_state: int = 0, class_weight: str | None = None,
+                 random_state: int = 0,
+                 class_weight: str | Mapping[Any, float] | None = None,
                  **kwargs: Any) -> nn.Module | BaseModel:
     """Build the registered model ``name`` for a task (timm's ``create_model``).
 
     ``kwargs`` are the model's own arguments (``width``, ``dropout``, ...), applied over the
     preset's defaults; ``None`` values are dropped. Networks also take ``init`` ("default",
-    "kaiming", "xavier").
+    "kaiming", "xavier"). ``class_weight`` (non-network models; networks take it from the
+    training config) is ``"balanced"``, a mapping class code -> weight, or None.
     """
     spec = MODELS.get(name)
     kwargs = {**spec.defaults, **{k: v for k, v in kwargs.items() if v is not None}}
@@ -149,6 +151,35 @@ def expand_proba(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.n
     out = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
     out[:, present] = proba
     return out
+
+
+def class_weight_vector(class_weight: str | Mapping[Any, float] | None, y: np.ndarray,
+                        n_classes: int, classes: Sequence[Any] | None = None) -> np.ndarray | None:
+    """Per-class weights: None, ``"balanced"`` (``n / (n_present * count)``, scikit-learn's
+    rule), or a mapping from class label (or code, when ``classes`` is None) to weight."""
+    if class_weight is None:
+        return None
+    y = np.asarray(y)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise InvalidParameterError(
+                f"class_weight must be 'balanced', a mapping label -> weight, or None; got "
+                f"{class_weight!r}."
+            )
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        present = max(np.count_nonzero(counts), 1)
+        return np.where(counts > 0, len(y) / (present * np.maximum(counts, 1)), 1.0)
+    names = list(classes) if classes is not None else list(range(n_classes))
+    lookup = {str(c): i for i, c in enumerate(names)}
+    weights = np.ones(n_classes)
+    for key, value in class_weight.items():
+        if str(key) not in lookup:
+            raise InvalidParameterError(
+                f"class_weight keys must be class labels ({', '.join(map(repr, names[:10]))}); "
+                f"got {key!r}."
+            )
+        weights[lookup[str(key)]] = float(value)
+    return weights
 
 
 def torch_softmax_rows(logits: np.ndarray) -> np.ndarray:

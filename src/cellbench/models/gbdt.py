@@ -13,17 +13,16 @@ import numpy as np
 
 from .._utils import try_import
 from ..tune.spaces import FloatDist, IntDist
-from ._base import BaseModel, register_model
+from ._base import BaseModel, class_weight_vector, register_model
 
 __all__ = ["LightGBMModel", "XGBoostModel"]
 
 EARLY_STOPPING_ROUNDS = 50
 
 
-def _balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    w = len(y) / (np.count_nonzero(counts) * np.maximum(counts, 1))
-    return w[y]
+def _sample_weights(class_weight: Any, y: np.ndarray, n_classes: int) -> np.ndarray | None:
+    weights = class_weight_vector(class_weight, y, n_classes)
+    return None if weights is None else weights[y]
 
 
 @register_model("lightgbm", input_kind="tabular", family="gbdt", search_space={
@@ -33,7 +32,7 @@ def _balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 class LightGBMModel(BaseModel):
     """LightGBM gradient boosting, early-stopped on the validation part."""
 
-    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None,
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  n_estimators: int = 2000, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_child_samples: int = 20, feature_fraction: float = 1.0,
                  bagging_fraction: float = 1.0, lambda_l2: float = 0.0, n_jobs: int = 0):
@@ -59,7 +58,7 @@ class LightGBMModel(BaseModel):
         lgb = try_import("lightgbm", purpose="the 'lightgbm' model")
         params = {**self._objective(), **self.params, "seed": self.random_state,
                   "deterministic": True, "force_row_wise": True, "verbosity": -1}
-        weight = _balanced_weights(y, self.n_classes) if self.class_weight == "balanced" else None
+        weight = _sample_weights(self.class_weight, y, self.n_classes)
         train = lgb.Dataset(X, y, weight=weight, free_raw_data=True)
         callbacks, valid_sets = [], []
         if X_val is not None and len(X_val):
@@ -107,7 +106,7 @@ class LightGBMModel(BaseModel):
 class XGBoostModel(BaseModel):
     """XGBoost gradient boosting (optional: ``pip install 'cellbench[xgboost]'``)."""
 
-    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None,
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  n_estimators: int = 2000, learning_rate: float = 0.05, max_depth: int = 6,
                  min_child_weight: float = 1.0, subsample: float = 1.0,
                  colsample_bytree: float = 1.0, reg_lambda: float = 1.0, n_jobs: int = 0):
@@ -129,7 +128,7 @@ class XGBoostModel(BaseModel):
         else:
             obj = {"objective": "multi:softprob", "num_class": self.n_classes,
                    "eval_metric": "mlogloss"}
-        weight = _balanced_weights(y, self.n_classes) if self.class_weight == "balanced" else None
+        weight = _sample_weights(self.class_weight, y, self.n_classes)
         dtrain = xgb.DMatrix(X, label=y, weight=weight)
         evals, kwargs = [], {}
         if X_val is not None and len(X_val):

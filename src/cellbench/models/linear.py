@@ -15,7 +15,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from ..tune.spaces import CategoricalDist, FloatDist
-from ._base import BaseModel, expand_proba, register_model, torch_softmax_rows
+from ._base import BaseModel, class_weight_vector, expand_proba, register_model, torch_softmax_rows
 
 __all__ = ["LDAModel", "LogisticRegressionModel", "MajorityClassifier"]
 
@@ -24,12 +24,16 @@ __all__ = ["LDAModel", "LogisticRegressionModel", "MajorityClassifier"]
 class MajorityClassifier(BaseModel):
     """Majority class: predicts the training class frequencies for every row."""
 
-    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None):
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None):
         self.n_classes = n_classes
+        self.class_weight = class_weight
         self.prior_ = np.full(n_classes, 1.0 / n_classes)
 
     def fit(self, X, y, X_val=None, y_val=None):
         counts = np.bincount(y, minlength=self.n_classes).astype(np.float64)
+        weights = class_weight_vector(self.class_weight, y, self.n_classes)
+        if weights is not None:
+            counts = counts * weights
         self.prior_ = counts / counts.sum()
         return self
 
@@ -82,14 +86,15 @@ class _LinearSoftmax(BaseModel):
 class LogisticRegressionModel(_LinearSoftmax):
     """Multinomial logistic regression (scikit-learn, L-BFGS)."""
 
-    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None,
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  C: float = 1.0, max_iter: int = 1000):
         self.n_classes = n_classes
-        self.model = LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight,
-                                        random_state=random_state)
+        self.class_weight = class_weight
+        self.model = LogisticRegression(C=C, max_iter=max_iter, random_state=random_state)
 
     def fit(self, X, y, X_val=None, y_val=None):
-        self.model.fit(X, y)
+        weights = class_weight_vector(self.class_weight, y, self.n_classes)
+        self.model.fit(X, y, sample_weight=None if weights is None else weights[y])
         self._store(self.model.coef_, self.model.intercept_, self.model.classes_)
         return self
 
@@ -99,10 +104,10 @@ class LogisticRegressionModel(_LinearSoftmax):
 class LDAModel(_LinearSoftmax):
     """Linear discriminant analysis (the published CyTOF baseline).
 
-    ``class_weight='balanced'`` means equal class priors.
+    Class weights scale the class priors (``'balanced'``: equal priors).
     """
 
-    def __init__(self, n_classes: int, random_state: int = 0, class_weight: str | None = None,
+    def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  solver: str = "svd", shrinkage: float | None = None):
         self.n_classes = n_classes
         self.class_weight = class_weight
@@ -111,8 +116,11 @@ class LDAModel(_LinearSoftmax):
 
     def fit(self, X, y, X_val=None, y_val=None):
         present = np.unique(y)
-        priors = (np.full(len(present), 1 / len(present))
-                  if self.class_weight == "balanced" else None)
+        weights = class_weight_vector(self.class_weight, y, self.n_classes)
+        priors = None
+        if weights is not None:
+            mass = np.bincount(y, minlength=self.n_classes)[present] * weights[present]
+            priors = mass / mass.sum()
         model = LinearDiscriminantAnalysis(solver=self.solver, shrinkage=self.shrinkage,
                                            priors=priors)
         model.fit(X, y)

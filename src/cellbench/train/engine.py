@@ -32,6 +32,7 @@ from torch import nn
 from .._config import TrainConfig
 from .._utils import resolve_device
 from ..exceptions import StopTraining
+from ..models._base import class_weight_vector
 from .callbacks import Callback, monitor_mode
 from .optim import Schedule, build_optimizer, build_schedule
 
@@ -148,16 +149,9 @@ def _measure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, prefix: str, n_
             f"{prefix}_balanced_accuracy": bal}
 
 
-def balanced_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """``n / (n_present_classes * count)`` per class (scikit-learn's 'balanced')."""
-    counts = torch.bincount(y, minlength=n_classes).double()
-    present = (counts > 0).sum()
-    return torch.where(counts > 0, len(y) / (present * counts.clamp(min=1)), 1.0).float()
-
-
 def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
         X_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, *,
-        n_classes: int, config: TrainConfig = TrainConfig(),
+        n_classes: int, config: TrainConfig = TrainConfig(), classes: Sequence[Any] | None = None,
         callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None,
         input_fn: InputFn | None = None, augment_fn: AugmentFn | None = None) -> TrainState:
     """Train ``model`` and return the final :class:`TrainState` (history, stop reason).
@@ -170,6 +164,8 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
         Pre-materialised inputs and int64 class codes. Moved to the device once.
     n_classes : int
     config : TrainConfig
+    classes : sequence, optional
+        Class labels, for ``config.class_weight`` given as a mapping label -> weight.
         Optimizer, schedule, batch size, epochs, class weights, sampler, clipping, seed.
     callbacks : sequence of Callback
         E.g. ``EarlyStopping``, ``Checkpoint``, ``ProgressBar``.
@@ -197,11 +193,15 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     subset = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.random_state + 1))
     subset = subset[: cfg.eval_train_size].to(device)
     X_eval, y_eval = X[subset], y[subset]
-    weight = balanced_weights(y, n_classes).to(device) if cfg.class_weight == "balanced" else None
-    criterion = nn.CrossEntropyLoss(weight=weight)
+    y_cpu = y.cpu().numpy()
+    weight = class_weight_vector(cfg.class_weight, y_cpu, n_classes, classes)
+    criterion = nn.CrossEntropyLoss(
+        weight=None if weight is None else torch.as_tensor(weight, dtype=torch.float32,
+                                                           device=device))
     draw_weights = None
     if cfg.sampler == "balanced":
-        draw_weights = balanced_weights(y, n_classes).cpu()[y.cpu()].double()
+        per_class = class_weight_vector("balanced", y_cpu, n_classes)
+        draw_weights = torch.as_tensor(per_class[y_cpu], dtype=torch.float64)
     monitor = effective_monitor(cfg, has_val)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay,
                                 cfg.optimizer_kwargs)

@@ -70,9 +70,12 @@ def _cosine(opt, epochs, steps, mode, eta_min=0.0):
 def _onecycle(opt, epochs, steps, mode, pct_start=0.3, div_factor=25.0,
               final_div_factor=1e4):
     max_lr = [g["lr"] for g in opt.param_groups]
+    # momentum is cycled against the LR only where the optimizer has one (not ASGD, plain SGD)
+    has_momentum = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
     return Schedule(torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=max_lr, total_steps=max(2, epochs * steps), pct_start=pct_start,
-        div_factor=div_factor, final_div_factor=final_div_factor), "step")
+        div_factor=div_factor, final_div_factor=final_div_factor,
+        cycle_momentum=has_momentum), "step")
 
 
 def _plateau(opt, epochs, steps, mode, factor=0.1, patience=5, min_lr=0.0):

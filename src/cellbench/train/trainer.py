@@ -9,6 +9,7 @@ it (networks through :func:`~cellbench.train.engine.fit`, the others through the
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ..data.splits import Split
 from ..data.transforms import Preprocessor
 from ..exceptions import InvalidParameterError, RunDirectoryError
 from ..models import MODELS, BaseModel, count_parameters, create_model
+from ..models._base import class_weight_vector
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 from .engine import History, effective_monitor, fit, predict_logits
 
@@ -149,8 +151,7 @@ def load_model(path: str | Path) -> FittedModel:
     n_classes = len(ckpt["classes"])
     model = create_model(ckpt["name"], n_classes=n_classes,
                          n_features=len(ckpt["feature_names"]),
-                         random_state=config.random_state, class_weight=config.class_weight,
-                         **ckpt["model_kwargs"])
+                         random_state=config.random_state, **ckpt["model_kwargs"])
     if spec.family == "nn":
         model.load_state_dict(ckpt["state"])
         model.eval()
@@ -209,9 +210,13 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
     y_val = ds.y[split.val] if len(split.val) else None
 
     seed_everything(train_cfg.random_state)
+    class_weight = train_cfg.class_weight
+    if isinstance(class_weight, Mapping):  # labels -> codes, checked against the classes
+        vector = class_weight_vector(class_weight, y_train, ds.n_classes, ds.classes)
+        class_weight = dict(enumerate(vector.tolist()))
     model = create_model(spec.name, n_classes=ds.n_classes, n_features=X_train.shape[1],
-                         random_state=train_cfg.random_state,
-                         class_weight=train_cfg.class_weight, **train_cfg.model_kwargs)
+                         random_state=train_cfg.random_state, class_weight=class_weight,
+                         **train_cfg.model_kwargs)
     start = time.perf_counter()
     history, best_epoch, stop_reason, info = History(), 0, None, {}
     if isinstance(model, BaseModel):
@@ -238,8 +243,8 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
         state = fit(model, torch.from_numpy(X_train), torch.from_numpy(y_train),
                     None if X_val is None else torch.from_numpy(X_val),
                     None if y_val is None else torch.from_numpy(y_val),
-                    n_classes=ds.n_classes, config=train_cfg, callbacks=cbs,
-                    resume=resume_state)
+                    n_classes=ds.n_classes, config=train_cfg, classes=ds.classes,
+                    callbacks=cbs, resume=resume_state)
         history, best_epoch, stop_reason = state.history, state.best_epoch, state.stop_reason
         model.cpu().eval()
     return FittedModel(

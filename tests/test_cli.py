@@ -1,0 +1,144 @@
+"""The command line, end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cellbench.cli import app
+
+runner = CliRunner()
+
+
+class Result:
+    """CLI result with the output's line wrapping undone (rich wraps long messages)."""
+
+    def __init__(self, raw):
+        self.exit_code = raw.exit_code
+        self.output = " ".join(raw.output.split())
+
+
+def invoke(*args):
+    return Result(runner.invoke(app, [str(a) for a in args], catch_exceptions=False))
+
+
+def test_models_lists_the_registry():
+    result = invoke("models")
+    assert result.exit_code == 0
+    for name in ("cnn1d-seed", "cnn1d-seed-0509", "lightgbm", "lda", "mlp"):
+        assert name in result.output
+
+
+def test_compare_writes_results_and_reuses_finished_units(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    args = ["compare", tiny_csv, "--target", "label", "--groups", "donor", "--cv", "3",
+            "--models", "majority,lda,mlp(width=16,depth=1)", "--max-epochs", "3",
+            "--out", out, "--quiet"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "test results" in result.output and "mlp(width=16,depth=1)" in result.output
+    summary = json.loads((out / "results.json").read_text())
+    assert [m["model"] for m in summary["models"]] == ["majority", "lda",
+                                                       "mlp(width=16,depth=1)"]
+    lda = summary["models"][1]
+    assert lda["test"]["n"] == 300 and len(lda["per_unit"]) == 3
+    assert 0 <= lda["test"]["accuracy"]["ci"][0] <= lda["test"]["accuracy"]["value"]
+    assert summary["data"]["groups"] == {"column": "donor", "n": 12}
+    for name in ("config.yaml", "data.json", "comparison.png"):
+        assert (out / name).is_file()
+    unit = out / "units" / "mlp_width_16_depth_1" / "seed0" / "fold1"
+    for name in ("result.json", "model.pt", "predictions.npz", "history.csv", "curves.png",
+                 "confusion.png"):
+        assert (unit / name).is_file(), name
+    # a rerun reuses every finished unit instead of training again
+    again = invoke(*args)
+    assert again.exit_code == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert all(m["reused_units"] == m["units"] for m in summary["models"])
+
+
+def test_compare_refuses_a_run_directory_on_other_data(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    base = ["compare", tiny_csv, "--target", "label", "--groups", "donor", "--models", "lda",
+            "--out", out, "--quiet"]
+    assert invoke(*base).exit_code == 0
+    result = invoke(*base, "--cv", "3")
+    assert result.exit_code == 2
+    assert "holds a run on different data or splits" in result.output
+
+
+def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, tiny_csv):
+    result = invoke("compare", tiny_csv, "--target", "lable", "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "error:" in result.output and "Did you mean 'label'?" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()  # nothing half-made
+
+
+def test_train_writes_the_run_directory_and_predict_uses_the_model(tmp_path, tiny_csv):
+    out = tmp_path / "t"
+    result = invoke("train", tiny_csv, "-t", "label", "-g", "donor", "--model",
+                    "cnn1d-seed-0509", "--max-epochs", "4", "--optimizer", "asgd", "--lr",
+                    "0.05", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    for name in ("config.yaml", "data.json", "history.csv", "metrics.json", "model.pt",
+                 "checkpoints/last.pt", "curves.png", "confusion.png"):
+        assert (out / name).is_file(), name
+    history = pd.read_csv(out / "history.csv")
+    assert {"running_accuracy", "train_accuracy", "valid_accuracy"} <= set(history.columns)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "cnn1d-seed-0509" and "test" in metrics
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["optimizer"] == "asgd"
+    again = invoke("train", "--resume", out)
+    assert again.exit_code == 0 and "already finished" in again.output
+    refused = invoke("train", tiny_csv, "-t", "label", "--out", out)
+    assert refused.exit_code == 2 and "must be new" in refused.output
+
+    preds = tmp_path / "p.csv"
+    result = invoke("predict", out / "model.pt", tiny_csv, "--out", preds)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(preds)
+    assert list(frame.columns) == ["row", "predicted", "proba_type0", "proba_type1",
+                                   "proba_type2"]
+    assert len(frame) == 300 and "accuracy" in result.output
+
+
+def test_predict_names_missing_feature_columns(tmp_path, tiny_csv, tiny_table):
+    out = tmp_path / "t"
+    assert invoke("train", tiny_csv, "-t", "label", "-g", "donor", "-m", "lda", "--out", out,
+                  "--quiet").exit_code == 0
+    tiny_table.drop(columns=["CD3", "CD7"]).to_csv(tmp_path / "new.csv", index=False)
+    result = invoke("predict", out / "model.pt", tmp_path / "new.csv")
+    assert result.exit_code == 2 and "lacks 'CD3', 'CD7'" in result.output
+
+
+def test_config_file_flags_and_set_overrides(tmp_path, tiny_csv):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"data:\n  path: {tiny_csv}\n  target: label\n  groups: donor\n"
+                   "train:\n  model: mlp\n  max_epochs: 50\n  lr: 1e-2\n")
+    out = tmp_path / "c"
+    result = invoke("train", "--config", cfg, "--max-epochs", "2", "--set", "train.lr=3e-3",
+                    "--set", "train.model_kwargs.width=8", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    saved = (out / "config.yaml").read_text()
+    assert "max_epochs: 2" in saved and "lr: 0.003" in saved and "width: 8" in saved
+    bad = invoke("train", "--config", cfg, "--set", "train.lrr=1", "--out", tmp_path / "d")
+    assert bad.exit_code == 2 and "did you mean 'lr'?" in bad.output
+
+
+def test_train_refuses_cv(tiny_csv, tmp_path):
+    result = invoke("train", tiny_csv, "-t", "label", "--cv", "3", "--out", tmp_path / "z")
+    assert result.exit_code != 0
+
+
+@pytest.mark.slow
+def test_compare_example_runs_the_bundled_data(tmp_path):
+    result = invoke("compare", "--example", "--out", tmp_path / "ex", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ex" / "results.json").read_text())
+    accs = {m["model"]: m["test"]["accuracy"]["value"] for m in summary["models"]}
+    assert accs["lda"] > 0.97 and accs["majority"] < 0.6

@@ -1,0 +1,106 @@
+"""Saved models and resumable training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cellbench._config import DataConfig, TrainConfig
+from cellbench.data import holdout_split, load_table
+from cellbench.exceptions import RunDirectoryError
+from cellbench.train import Callback, load_model, train_model
+
+
+@pytest.fixture
+def ds(tiny_table):
+    return load_table(tiny_table, target="label", groups="donor")
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn1d-seed", "lda", "lightgbm", "majority"])
+def test_saved_model_predicts_the_same_after_loading(tmp_path, ds, model):
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    fm = train_model(ds, split, TrainConfig(model=model, max_epochs=3, device="cpu"),
+                     DataConfig(transform=("arcsinh", "standardize"), cofactor=2.0))
+    path = fm.save(tmp_path / "model.pt")
+    raw = torch.load(path, weights_only=True)  # no pickled code in a checkpoint
+    assert raw["format"] == "cellbench-model" and raw["name"] == model
+    again = load_model(path)
+    X = ds.X[split.test]
+    np.testing.assert_allclose(again.predict_proba(X), fm.predict_proba(X), rtol=1e-6)
+    assert list(again.predict(X)) == list(fm.predict(X))
+    assert again.preprocessor.steps == ("arcsinh", "standardize")
+    assert again.classes == ["type0", "type1", "type2"]
+
+
+class Interrupt(Callback):
+    """Simulates Ctrl-C after the checkpoint of epoch ``at`` was written."""
+
+    order = 100
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _strip(history):
+    return [{k: v for k, v in r.items() if k != "time"} for r in history]
+
+
+@pytest.mark.parametrize("scheduler", [None, "onecycle", "plateau"])
+def test_resume_continues_exactly_where_training_stopped(tmp_path, ds, scheduler):
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    cfg = TrainConfig(model="cnn1d-seed", max_epochs=6, patience=None, device="cpu",
+                      optimizer="asgd", lr=0.05, scheduler=scheduler, batch_size=32)
+    straight = train_model(ds, split, cfg, run_dir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(ds, split, cfg, run_dir=tmp_path / "b", callbacks=(Interrupt(3),))
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3
+    resumed = train_model(ds, split, cfg, run_dir=tmp_path / "b", resume=True)
+    assert _strip(resumed.history) == _strip(straight.history)
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, ds):
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    cfg = TrainConfig(model="mlp", max_epochs=4, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(ds, split, cfg, run_dir=tmp_path, callbacks=(Interrupt(2),))
+    with pytest.raises(RunDirectoryError, match=r"--resume must use the configuration"):
+        train_model(ds, split, cfg.replace(lr=0.1), run_dir=tmp_path, resume=True)
+
+
+def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, ds):
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    fm = train_model(ds, split, TrainConfig(model="mlp", max_epochs=1, device="cpu"))
+    path = fm.save(tmp_path / "model.pt")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(RunDirectoryError, match=r"must be a cellbench checkpoint; loading "
+                                                r"failed.*truncated"):
+        load_model(path)
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(RunDirectoryError, match=r"must be a 'cellbench-model' checkpoint"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch, ds):
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    fm = train_model(ds, split, TrainConfig(model="lda"))
+    path = fm.save(tmp_path / "model.pt")
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        fm.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left
