@@ -142,3 +142,33 @@ def test_compare_example_runs_the_bundled_data(tmp_path):
     summary = json.loads((tmp_path / "ex" / "results.json").read_text())
     accs = {m["model"]: m["test"]["accuracy"]["value"] for m in summary["models"]}
     assert accs["lda"] > 0.97 and accs["majority"] < 0.6
+
+
+def test_train_on_an_fcs_folder_and_predict_an_fcs_file(tmp_path, fcs_writer):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        label = "sick" if i % 2 else "healthy"
+        data = rng.gamma(2, 50, size=(60, 3)) + np.array([80.0 if label == "sick" else 0, 0, 0])
+        fcs_writer(tmp_path / f"s{i}.fcs", data, ["FL1-A", "FL2-A", "FL3-A"],
+                   ["CD3", "CD4", "CD8"])
+        rows.append({"file": f"s{i}.fcs", "label": label})
+    pd.DataFrame(rows).to_csv(tmp_path / "sample_sheet.csv", index=False)
+    out = tmp_path / "run"
+    result = invoke("train", tmp_path, "--model", "logreg", "--transform",
+                    "arcsinh,standardize", "--cytometry", "flow", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["groups"]["applicable"]  # one label per sample: sample-level result
+    new = tmp_path / "new"
+    new.mkdir()
+    fcs_writer(new / "unknown.fcs", rng.gamma(2, 50, size=(25, 3)), ["FL1-A", "FL2-A", "FL3-A"],
+               ["CD3", "CD4", "CD8"])
+    result = invoke("predict", out / "model.pt", new / "unknown.fcs", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 25
+    result = invoke("predict", out / "model.pt", new, "--out", tmp_path / "q.csv")
+    frame = pd.read_csv(tmp_path / "q.csv")
+    assert result.exit_code == 0 and set(frame["sample"]) == {"unknown"}

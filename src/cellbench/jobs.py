@@ -346,7 +346,7 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
     if ds.kind == "table":
         for split in splits:
             issues += checks.check_split_duplicates(ds.X, split.train, split.test,
-                                                    f"{split.name} test")
+                                                    f"{split.name} test", split.grouped)
     open_run_dir(run_dir, cfg)
     atomic_write_json(run_dir / "data.json", _data_summary(ds, splits, issues))
     console.print(f"[bold]data[/] {ds.describe()}")
@@ -415,7 +415,8 @@ def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = F
     split = make_splits(ds, cfg.split)[0]
     issues = list(ds.issues)
     if ds.kind == "table":
-        issues += checks.check_split_duplicates(ds.X, split.train, split.test)
+        issues += checks.check_split_duplicates(ds.X, split.train, split.test,
+                                                grouped=split.grouped)
     open_run_dir(run_dir, cfg)
     atomic_write_json(run_dir / "data.json", _data_summary(ds, [split], issues))
     console.print(f"[bold]data[/] {ds.describe()}")

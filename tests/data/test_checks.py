@@ -148,8 +148,14 @@ def test_raw_intensities_warn_without_arcsinh(tiny_table):
 def test_duplicate_rows_across_train_and_test_warn():
     X = np.arange(40, dtype=np.float32).reshape(20, 2)
     X[15] = X[2]
-    with pytest.warns(CellbenchWarning, match=r"1 test rows \(20.0%\) are exact copies"):
+    with pytest.warns(CellbenchWarning, match=r"1 test rows \(20.00%\) are exact copies.*"
+                                              r"split by sample \(--groups\)"):
         check_split_duplicates(X, np.arange(10), np.arange(15, 20))
+    big = np.arange(40000, dtype=np.float32).reshape(20000, 2)
+    big[15000] = big[2]  # 1 of 10,000 test rows: recorded, not warned
+    (issue,) = check_split_duplicates(big, np.arange(10000), np.arange(10000, 20000),
+                                      grouped=True)
+    assert issue.severity == "info" and "already kept apart" in issue.message
 
 
 # -- files ---------------------------------------------------------------------------------

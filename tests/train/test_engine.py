@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -214,3 +215,17 @@ def test_without_validation_the_monitor_falls_back_to_train():
 def test_unknown_monitor_is_refused():
     with pytest.raises(InvalidParameterError, match=r"monitor must be a history key"):
         EarlyStopping("val_los")
+
+
+def test_progress_bar_runs_alone_and_inside_a_shared_display():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from cellbench.train import ProgressBar
+
+    state = _fit(TrainConfig(max_epochs=2, device="cpu"), callbacks=[ProgressBar("solo")])
+    assert state.epoch == 2
+    shared = Progress(console=Console(file=io.StringIO()))
+    with shared:
+        _fit(TrainConfig(max_epochs=2, device="cpu"), callbacks=[ProgressBar("a", shared)])
+        assert shared.tasks == []  # a shared display gets its task back

@@ -266,17 +266,27 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
 
 
 def check_split_duplicates(X: np.ndarray, train: np.ndarray, test: np.ndarray,
-                           name: str = "test") -> list[DataIssue]:
-    """Warn when identical feature rows appear in both train and ``name``."""
+                           name: str = "test", grouped: bool = False,
+                           threshold: float = 0.001) -> list[DataIssue]:
+    """Report identical feature rows in both train and ``name``.
+
+    A warning when at least ``threshold`` of the ``name`` rows are copies; fewer are recorded
+    as information (identical saturated or all-zero events occur in real data).
+    """
     issues: list[DataIssue] = []
     if X.ndim != 2 or len(train) == 0 or len(test) == 0:
         return issues
     h_train = pd.util.hash_pandas_object(pd.DataFrame(X[train]), index=False).to_numpy()
     h_test = pd.util.hash_pandas_object(pd.DataFrame(X[test]), index=False).to_numpy()
     shared = np.isin(h_test, h_train)
-    if shared.any():
-        _warn(issues, "duplicate_rows",
-              f"{int(shared.sum())} {name} rows ({shared.mean():.1%}) are exact copies of "
-              f"training rows. Copies inflate {name} scores; remove duplicate cells, or split "
-              "by sample (--groups) if they come from the same files.")
+    if not shared.any():
+        return issues
+    hint = ("Patients/samples are already kept apart, so check for duplicated files or "
+            "exported events" if grouped else
+            "Remove duplicate cells, or split by sample (--groups) if they come from the same "
+            "files")
+    message = (f"{int(shared.sum())} {name} rows ({shared.mean():.2%}) are exact copies of "
+               f"training rows. Copies inflate {name} scores. {hint}.")
+    _warn(issues, "duplicate_rows", message,
+          "warning" if shared.mean() >= threshold else "info")
     return issues

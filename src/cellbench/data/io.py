@@ -5,7 +5,7 @@ or from one subfolder per class), a pandas DataFrame, or numpy arrays.
 
 >>> import pandas as pd
 >>> from cellbench.data import load_table
->>> df = pd.DataFrame({"CD3": [1.0, 2, 3, 4], "CD4": [0.5, 1, 2, 3], "label": list("aabb")})
+>>> df = pd.DataFrame({"CD3": range(40), "CD4": range(40, 80), "label": list("ab") * 20})
 >>> ds = load_table(df, target="label")
 >>> ds.feature_names, ds.classes
 (['CD3', 'CD4'], ['a', 'b'])

@@ -13,7 +13,7 @@ Steps run in the given order:
 >>> import numpy as np
 >>> X = np.array([[0.0, 10.0], [5.0, 20.0], [10.0, 30.0]], dtype=np.float32)
 >>> pre = Preprocessor(("standardize",)).fit(X, ["a", "b"])
->>> np.round(pre.transform(X)[:, 0], 3).tolist()
+>>> [round(float(v), 3) for v in pre.transform(X)[:, 0]]
 [-1.225, 0.0, 1.225]
 """
 

@@ -1,0 +1,23 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    code = lines[lines.index("```bash") + 1:lines.index("```bash") + 3]
+    assert code[0].startswith('pip install -e ".[dev]" && cellbench compare --example')
+    assert code[1].startswith("pytest")
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_python_example_runs(block):
+    exec(compile(block, str(README), "exec"), {})
