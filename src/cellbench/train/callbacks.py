@@ -214,8 +214,8 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         rec = state.history[-1]
-        info = " ".join(f"{k.replace('_accuracy', '_acc')}={rec[k]:.4f}"
-                        for k in ("train_loss", "valid_loss", "valid_accuracy") if k in rec)
+        info = " ".join(f"{short}={rec[k]:.4f}" for k, short in
+                        (("valid_loss", "val loss"), ("valid_accuracy", "val acc")) if k in rec)
         self.progress.update(self._task, completed=state.epoch, info=info)
 
     def on_train_end(self, state: TrainState) -> None:
