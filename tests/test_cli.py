@@ -172,3 +172,73 @@ def test_train_on_an_fcs_folder_and_predict_an_fcs_file(tmp_path, fcs_writer):
     result = invoke("predict", out / "model.pt", new, "--out", tmp_path / "q.csv")
     frame = pd.read_csv(tmp_path / "q.csv")
     assert result.exit_code == 0 and set(frame["sample"]) == {"unknown"}
+
+
+def _image_folder(root, n=40, size=20):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, bright in (("bright", 170), ("dark", 70)):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            img = np.clip(rng.normal(bright, 40, (size, size)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / label / f"S{i % 8}_{i}.png")
+    return root
+
+
+def test_images_compare_train_summary_and_predict(tmp_path):
+    data = _image_folder(tmp_path / "imgs")
+    out = tmp_path / "cmp"
+    result = invoke("compare", data, "--group-regex", r"^(S\d+)_", "--models",
+                    "majority,logreg,shallow-seed004", "--max-epochs", "3", "--batch-size",
+                    "16", "--augment", "flip,rot90", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["unit"] == "images" and summary["data"]["shape"] == [1, 20, 20]
+    assert "n = " in result.output and "images" in result.output
+    assert {m["model"] for m in summary["models"]} == {"majority", "logreg",
+                                                       "shallow-seed004"}
+    model = out / "units" / "shallow-seed004" / "seed0" / "holdout" / "model.pt"
+    saved = torch.load(model, weights_only=True)
+    assert saved["input_shape"] == [1, 20, 20] and saved["config"]["augment"] == "flip,rot90"
+
+    result = invoke("predict", model, data, "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert len(frame) == 80 and "accuracy" in result.output
+    result = invoke("predict", model, data / "dark" / "S0_0.png", "--out", tmp_path / "q.csv")
+    assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "q.csv")) == 1
+    big = _image_folder(tmp_path / "big", n=2, size=24)
+    refused = invoke("predict", model, big)
+    assert refused.exit_code == 2 and "--resize 20" in refused.output
+    assert invoke("predict", model, big, "--resize", "20", "--out",
+                  tmp_path / "r.csv").exit_code == 0
+
+    result = invoke("summary", "shallow-seed004", "--input", "1x20x20")
+    assert result.exit_code == 0 and "Total params" in result.output
+
+
+def test_table_model_on_images_is_refused(tmp_path):
+    data = _image_folder(tmp_path / "imgs", n=12)
+    result = invoke("train", data, "--model", "mlp", "--out", tmp_path / "t")
+    assert result.exit_code == 2
+    assert "takes tabular input and cannot train on images" in result.output
+
+
+def test_raw_pixels_are_reported(tmp_path):
+    data = _image_folder(tmp_path / "imgs", n=12)
+    result = invoke("train", data, "--model", "vgg11", "--image-norm", "none",
+                    "--max-epochs", "1", "--optimizer", "rmsprop", "--out", tmp_path / "t",
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "go into the network unscaled" in result.output
+
+
+@pytest.mark.slow
+def test_compare_example_images_runs_the_bundled_data(tmp_path):
+    result = invoke("compare", "--example", "images", "--out", tmp_path / "ex", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ex" / "results.json").read_text())
+    accs = {m["model"]: m["test"]["accuracy"]["value"] for m in summary["models"]}
+    assert max(accs.values()) > 0.85 and accs["majority"] < 0.6

@@ -132,9 +132,19 @@ class DataConfig(_Base):
     cytometry: str | None = None  # 'mass' or 'flow': default arcsinh cofactor 5 or 150
     cofactor: float | None = None  # arcsinh cofactor for every channel (overrides cytometry)
     cofactors: Mapping[str, float] = field(default_factory=dict)  # per-channel cofactors
+    # images only
+    resize: int | None = None  # resize every image to N x N (otherwise sizes must agree)
+    skip_bad: bool = False  # skip unreadable image files (with a count) instead of failing
+    group_regex: str | None = None  # group id from each file name: the regex's first group
+    image_norm: str = "standardize"  # standardize (per channel), unit ([0, 1]) or none (raw)
 
     def __post_init__(self) -> None:
         problems = []
+        if self.image_norm not in ("standardize", "unit", "none"):
+            problems.append(f"data.image_norm must be standardize, unit or none; got "
+                            f"{self.image_norm!r}.")
+        if self.resize is not None and not (isinstance(self.resize, int) and self.resize >= 4):
+            problems.append(f"data.resize must be an int >= 4 or None; got {self.resize!r}.")
         for step in self.transform:
             if step not in TRANSFORMS:
                 guess = did_you_mean(step, TRANSFORMS)
@@ -211,6 +221,8 @@ class TrainConfig(_Base):
     eval_train_size: int = 10_000  # fixed train subset re-measured in eval mode each epoch
     device: str = "auto"  # 'auto' (CUDA if present), 'cpu' or 'cuda[:i]'
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    augment: str | None = None  # image augmentation policy, e.g. 'flip,rot90,mixup=0.2'
+    channels_last: bool = True  # image tensors in channels-last layout (1.3-1.8x faster on CPU)
 
     def __post_init__(self) -> None:
         problems = []
@@ -259,6 +271,13 @@ class TrainConfig(_Base):
               f"train.sampler must be 'balanced' or None; got {self.sampler!r}.")
         check(isinstance(self.model, str) and bool(self.model),
               f"train.model must be a registry name; got {self.model!r}.")
+        if self.augment:
+            from .data.augment import Augmenter
+
+            try:
+                Augmenter.from_spec(self.augment)
+            except InvalidParameterError as exc:
+                problems.append(f"train.augment: {exc}")
         for name in ("model_kwargs", "optimizer_kwargs", "scheduler_kwargs"):
             check(isinstance(getattr(self, name), Mapping),
                   f"train.{name} must be a mapping; got {getattr(self, name)!r}.")

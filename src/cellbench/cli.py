@@ -32,8 +32,9 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 # -- options shared by train and compare ------------------------------------------------------
 DataArg = Annotated[str | None, typer.Argument(
-    help="CSV/TSV/Parquet/FCS file or folder of FCS files. With --example: the example's "
-         "name (default cytometry).", show_default=False)]
+    help="CSV/TSV/Parquet/FCS file, folder of FCS files, folder of images (one subfolder per "
+         "class) or .npz. With --example: the example's name, cytometry (default) or images.",
+    show_default=False)]
 Example = Annotated[bool, typer.Option("--example", help="Run on a bundled example dataset.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file "
                                                    "(sections data, split, train).")]
@@ -61,6 +62,17 @@ Transform = Annotated[str | None, typer.Option(
 Cytometry = Annotated[str | None, typer.Option(
     "--cytometry", help="mass or flow: arcsinh cofactor 5 or 150.")]
 Cofactor = Annotated[float | None, typer.Option("--cofactor", help="arcsinh cofactor.")]
+Resize = Annotated[int | None, typer.Option("--resize", help="Images: resize all to N x N "
+                                            "(bilinear, antialiased).")]
+SkipBad = Annotated[bool | None, typer.Option("--skip-bad/--no-skip-bad", help="Images: skip "
+                                              "unreadable files instead of failing.",
+                                              show_default=False)]
+GroupRegex = Annotated[str | None, typer.Option(
+    "--group-regex", help="Images: group id from each file name (first regex group).")]
+ImageNorm = Annotated[str | None, typer.Option(
+    "--image-norm", help="Images: standardize (default), unit ([0, 1]) or none (raw 0-255).")]
+Augment = Annotated[str | None, typer.Option(
+    "--augment", help="Images: augmentation policy, e.g. flip,rot90,rotate=15,mixup=0.2.")]
 CV = Annotated[int | None, typer.Option("--cv", help="k-fold cross-validation "
                                            "(grouped when --groups).")]
 TestSize = Annotated[float | None, typer.Option("--test-size", help="Test fraction "
@@ -108,11 +120,11 @@ def _build_config(data: str | None, example: bool, config: Path | None, sets: li
     overrides = []
     sections = {"data": {"target", "groups", "features", "drop", "exclude_labels", "dropna",
                          "sample_sheet", "split_column", "transform", "cytometry",
-                         "cofactor"},
+                         "cofactor", "resize", "skip_bad", "group_regex", "image_norm"},
                 "split": {"cv", "test_size", "val_size"},
                 "train": {"max_epochs", "batch_size", "lr", "optimizer", "scheduler",
                           "weight_decay", "patience", "class_weight", "sampler", "grad_clip",
-                          "random_state", "device", "model"},
+                          "random_state", "device", "model", "augment"},
                 "": {"seeds", "models"}}
     if data is not None:
         flags["path"] = data
@@ -161,12 +173,15 @@ def compare(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
     models: Annotated[str | None, typer.Option(
         "--models", "-m", help="Comma-separated models, each optionally with arguments: "
-        "lda,lightgbm,mlp(width=256,depth=3). Default: majority, logreg, lda, lightgbm, mlp, "
-        "cnn1d-seed.")] = None,
+        "lda,lightgbm,mlp(width=256,depth=3). Default for tables: majority, logreg, lda, "
+        "lightgbm, mlp, cnn1d-seed; for images: majority, logreg, shallow-seed004, "
+        "cnn-seed003, resnet8.")] = None,
     target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
     exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
     split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
-    cofactor: Cofactor = None, cv: CV = None, test_size: TestSize = None,
+    cofactor: Cofactor = None, resize: Resize = None, skip_bad: SkipBad = None,
+    group_regex: GroupRegex = None, image_norm: ImageNorm = None, augment: Augment = None,
+    cv: CV = None, test_size: TestSize = None,
     val_size: ValSize = None, max_epochs: Epochs = None, batch_size: Batch = None,
     lr: LR = None, optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
     patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
@@ -182,7 +197,9 @@ def compare(
     cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
                features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
                sample_sheet=sample_sheet, split_column=split_column, transform=transform,
-               cytometry=cytometry, cofactor=cofactor, cv=cv, test_size=test_size,
+               cytometry=cytometry, cofactor=cofactor, resize=resize, skip_bad=skip_bad,
+               group_regex=group_regex, image_norm=image_norm, augment=augment, cv=cv,
+               test_size=test_size,
                val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
                optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                patience=patience, class_weight=class_weight, sampler=sampler,
@@ -200,7 +217,9 @@ def train(
     target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
     exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
     split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
-    cofactor: Cofactor = None, test_size: TestSize = None, val_size: ValSize = None,
+    cofactor: Cofactor = None, resize: Resize = None, skip_bad: SkipBad = None,
+    group_regex: GroupRegex = None, image_norm: ImageNorm = None, augment: Augment = None,
+    test_size: TestSize = None, val_size: ValSize = None,
     max_epochs: Epochs = None, batch_size: Batch = None, lr: LR = None,
     optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
     patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
@@ -225,7 +244,9 @@ def train(
     cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
                features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
                sample_sheet=sample_sheet, split_column=split_column, transform=transform,
-               cytometry=cytometry, cofactor=cofactor, test_size=test_size,
+               cytometry=cytometry, cofactor=cofactor, resize=resize, skip_bad=skip_bad,
+               group_regex=group_regex, image_norm=image_norm, augment=augment,
+               test_size=test_size,
                val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
                optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                patience=patience, class_weight=class_weight, sampler=sampler,
@@ -242,17 +263,19 @@ def train(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="A model.pt written by train or compare.")],
-    data: Annotated[str, typer.Argument(help="Table, FCS file or folder of FCS files.")],
+    data: Annotated[str, typer.Argument(help="Table, FCS file or folder, image, folder of "
+                                        "images or .npz.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV to write "
                                                 "(default: predictions.csv).")] = None,
     dropna: Annotated[bool, typer.Option("--dropna", help="Leave rows with NaN/inf "
                                          "unpredicted instead of failing.")] = False,
+    resize: Resize = None,
 ) -> None:
-    """Predict labels and class probabilities for new cells with a saved model."""
+    """Predict labels and class probabilities for new cells or images with a saved model."""
     from .jobs import run_predict
 
     _run(run_predict, model, data, out or Path("predictions.csv"), dropna=dropna,
-         console=console)
+         resize=resize, console=console)
 
 
 @app.command("models")
@@ -275,6 +298,63 @@ def list_models(
         table.add_row(name, spec.input_kind, spec.family, spec.summary.replace("``", ""),
                       ", ".join(spec.search_space))
     console.print(table)
+
+
+def _parse_shape(text: str) -> list[int]:
+    from .exceptions import InvalidParameterError
+
+    parts = [p for p in text.lower().replace("×", "x").replace(",", "x").split("x") if p]
+    try:
+        shape = [int(p) for p in parts]
+    except ValueError:
+        shape = []
+    if len(shape) not in (1, 3) or min(shape, default=0) < 1:
+        raise InvalidParameterError(
+            f"--input must be CxHxW for images (e.g. 1x256x256) or the number of features for "
+            f"tables (e.g. 24); got {text!r}."
+        )
+    return shape
+
+
+@app.command()
+def summary(
+    model: Annotated[str, typer.Argument(help="Registry name, optionally with arguments: "
+                                         "cnn-seed003(dropout=0.5).")],
+    input: Annotated[str, typer.Option("--input", "-i", help="CxHxW for images (1x256x256), "
+                                       "or the number of features for tables (24).")],
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes.")] = 2,
+) -> None:
+    """Per-layer output shape and parameters, total parameters and multiply-accumulates."""
+    from rich.table import Table
+
+    from .jobs import parse_models
+    from .models import MODELS, create_model
+    from .models.summary import summarize
+
+    def build() -> Any:
+        choice = parse_models([model])[0]
+        shape = _parse_shape(input)
+        spec = MODELS.get(choice.name)
+        if spec.family != "nn":
+            raise CellbenchError(f"summary needs a network; {choice.name!r} is a "
+                                 f"{spec.family} model.")
+        kwargs = ({"in_chans": shape[0], "img_size": (shape[1], shape[2])} if len(shape) == 3
+                  else {"n_features": shape[0]})
+        return choice, shape, summarize(create_model(choice.name, n_classes=classes, **kwargs,
+                                                     **choice.kwargs), shape)
+
+    choice, shape, result = _run(build)
+    table = Table(title=f"{choice.label}, input {'x'.join(map(str, shape))}, {classes} classes")
+    for col in ("Layer (type)", "Output Shape", "Param #", "MACs"):
+        table.add_column(col, justify="left" if col == "Layer (type)" else "right")
+    for layer in result.layers:
+        table.add_row(layer.name, str(layer.output_shape), f"{layer.params:,}",
+                      f"{layer.macs:,}" if layer.macs else "")
+    console.print(table)
+    console.print(f"Total params: {result.total_params:,} (trainable "
+                  f"{result.trainable_params:,})\nMultiply-accumulates per sample: "
+                  f"{result.total_macs:,} ({result.total_macs / 1e6:.1f} M; conv and linear "
+                  "layers)")
 
 
 def main() -> None:

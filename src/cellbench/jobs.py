@@ -44,6 +44,7 @@ from ._utils import (
 from ._version import __version__
 from .data import checks
 from .data.dataset import Dataset
+from .data.images import IMAGE_SUFFIXES, is_image_source, load_images, read_images_for_prediction
 from .data.io import load_table, read_frame
 from .data.splits import Split, make_splits
 from .evaluate.metrics import METRICS, evaluate_predictions
@@ -56,6 +57,7 @@ __all__ = ["DEFAULT_TABLE_MODELS", "ModelChoice", "example_config", "load_datase
            "parse_models", "run_compare", "run_predict", "run_train"]
 
 DEFAULT_TABLE_MODELS = ("majority", "logreg", "lda", "lightgbm", "mlp", "cnn1d-seed")
+DEFAULT_IMAGE_MODELS = ("majority", "logreg", "shallow-seed004", "cnn-seed003", "resnet8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +70,12 @@ def example_path(filename: str) -> Path:
 
 def example_config(name: str = "cytometry") -> RunConfig:
     """Configuration of a bundled example (see ``cellbench/examples/README.md``)."""
+    if name == "images":
+        return RunConfig(
+            data=DataConfig(path=str(example_path("malaria_small.npz")), groups="slide_id"),
+            split=SplitConfig(val_size=0.15, test_size=0.2),
+            train=TrainConfig(max_epochs=25, patience=6, batch_size=64, lr=2e-3),
+        )
     if name == "cytometry":
         return RunConfig(
             data=DataConfig(path=str(example_path("deepcytof_small.parquet")),
@@ -76,7 +84,7 @@ def example_config(name: str = "cytometry") -> RunConfig:
             split=SplitConfig(cv=4),
             train=TrainConfig(max_epochs=40, patience=8),
         )
-    raise InvalidParameterError(f"example must be 'cytometry'; got {name!r}.")
+    raise InvalidParameterError(f"example must be 'cytometry' or 'images'; got {name!r}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,12 +98,36 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             "data path must be given; got none. Pass a CSV/Parquet/FCS file or a folder of "
             "FCS files (cellbench compare DATA), or --example."
         )
+    if is_image_source(cfg.path):
+        table_only = [name for name, value in (("features", cfg.features), ("drop", cfg.drop),
+                                               ("split_column", cfg.split_column),
+                                               ("target", cfg.target)) if value]
+        if table_only:
+            raise InvalidParameterError(
+                f"{', '.join(table_only)} must not be set for image data; they apply to "
+                f"tables. Labels come from class folders, the sample sheet or the .npz."
+            )
+        ds = load_images(cfg.path, sample_sheet=cfg.sample_sheet, groups=cfg.groups,
+                         group_regex=cfg.group_regex, resize=cfg.resize, skip_bad=cfg.skip_bad)
+        if cfg.exclude_labels:
+            keep = ~np.isin(np.asarray(ds.classes, dtype=str)[ds.y],
+                            [str(v) for v in cfg.exclude_labels])
+            ds = ds.subset(np.flatnonzero(keep))
+            ds.y, ds.classes = _recode(ds.y, ds.classes)
+        return ds
     ds = load_table(cfg.path, target=cfg.target, groups=cfg.groups, features=cfg.features,
                     drop=cfg.drop, exclude_labels=cfg.exclude_labels, dropna=cfg.dropna,
                     split_column=cfg.split_column, sample_sheet=cfg.sample_sheet,
                     cytometry=cfg.cytometry)
     ds.issues = [*ds.issues, *checks.check_scale(ds, cfg.transform)]
     return ds
+
+
+def _recode(y: np.ndarray, classes: list) -> tuple[np.ndarray, list]:
+    present = np.unique(y)
+    remap = np.full(len(classes), -1)
+    remap[present] = np.arange(len(present))
+    return remap[y], [classes[i] for i in present]
 
 
 @dataclass(frozen=True)
@@ -209,6 +241,7 @@ def open_run_dir(path: Path, cfg: RunConfig) -> Path:
 def _data_summary(ds: Dataset, splits: Sequence[Split], issues: Sequence[Any]) -> dict:
     return {
         "source": ds.source, "n": ds.n_samples, "kind": ds.kind, "target": ds.target,
+        "shape": list(ds.X.shape[1:]), "dtype": str(ds.X.dtype),
         "features": ds.feature_names, "classes": to_builtin(ds.classes),
         "class_counts": {str(k): v for k, v in ds.class_counts.items()},
         "groups": ({"column": ds.group_name, "n": len(np.unique(ds.groups))}
@@ -338,9 +371,10 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
     from rich.console import Console
 
     console = console or Console()
-    choices = parse_models(cfg.models or DEFAULT_TABLE_MODELS)
     run_dir = check_run_dir(out, "compare", cfg, reuse=True)
     ds = load_dataset(cfg.data)
+    choices = parse_models(cfg.models or (DEFAULT_IMAGE_MODELS if ds.kind == "image"
+                                          else DEFAULT_TABLE_MODELS))
     splits = make_splits(ds, cfg.split)
     issues = list(ds.issues)
     if ds.kind == "table":
@@ -386,7 +420,8 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
     summary = {
         "job": "compare", "created": datetime.now().isoformat(timespec="seconds"),
         "machine": _machine(), "wall_seconds": time.perf_counter() - started,
-        "data": _data_summary(ds, splits, issues), "unit": "cells",
+        "data": _data_summary(ds, splits, issues),
+        "unit": "images" if ds.kind == "image" else "cells", "group_name": ds.group_name,
         "models": results,
     }
     atomic_write_json(run_dir / "results.json", to_builtin(summary))
@@ -450,20 +485,53 @@ def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = F
     atomic_write_json(run_dir / "metrics.json", to_builtin(metrics))
     row = {"model": fm.name, "n_params": fm.n_params, "fit_seconds": fm.fit_seconds,
            "test": metrics.get("test")}
-    print_comparison({"models": [row], "unit": "cells"}, console)
+    print_comparison({"models": [row], "unit": "images" if ds.kind == "image" else "cells",
+                      "group_name": ds.group_name}, console)
     if fm.stop_reason:
         console.print(f"stopped: {fm.stop_reason}")
     console.print(f"\nmodel: {run_dir / 'model.pt'}  metrics: {run_dir / 'metrics.json'}")
     return metrics
 
 
+def _predict_images(fm: FittedModel, data: str | Path, resize: int | None) -> tuple:
+    if fm.kind != "image":
+        raise DataError(f"model {fm.name!r} was trained on a table; {str(data)!r} holds "
+                        "images. Predict with a model trained on images.")
+    images, names, labels = read_images_for_prediction(data, resize)
+    if list(images.shape[1:]) != fm.input_shape:
+        c, h, w = fm.input_shape
+        raise DataError(
+            f"images must have the training shape {c}x{h}x{w} (channels x height x width); "
+            f"got {'x'.join(map(str, images.shape[1:]))}. Pass --resize {h} if they only "
+            "differ in size."
+        )
+    return fm.predict_proba(images), pd.DataFrame({"file": names}), labels
+
+
 def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None = None, *,
-                dropna: bool = False, console: Any = None) -> pd.DataFrame:
-    """Predict labels and probabilities for raw rows (table, FCS file or FCS folder)."""
+                dropna: bool = False, resize: int | None = None,
+                console: Any = None) -> pd.DataFrame:
+    """Predict labels and probabilities for raw rows (table, FCS file or FCS folder) or for
+    images (a file, a folder, an .npz)."""
     from rich.console import Console
 
     console = console or Console()
     fm = load_model(model_path)
+    path = Path(data)
+    if is_image_source(path) or path.suffix.lower() in IMAGE_SUFFIXES:
+        proba, result, truth = _predict_images(fm, path, resize)
+        labels = np.asarray(fm.classes, dtype=object)
+        result["predicted"] = labels[proba.argmax(1)]
+        for k, c in enumerate(fm.classes):
+            result[f"proba_{c}"] = proba[:, k]
+        if out is not None:
+            atomic_write_text(out, result.to_csv(index=False))
+            console.print(f"wrote {len(result)} predictions to {out}")
+        if truth is not None:
+            acc = float(np.mean(np.asarray(truth) == result["predicted"].astype(str).to_numpy()))
+            console.print(f"the images are in class folders: accuracy {acc:.4f} on "
+                          f"{len(truth)} images")
+        return result
     raw = read_frame(data, require_labels=False)
     frame = raw.frame
     lookup = {**{a: n for a, n in raw.aliases.items()}, **{c: c for c in frame.columns}}
@@ -604,5 +672,7 @@ def print_comparison(summary: dict[str, Any], console: Any) -> None:
                 console.print(f"[yellow]{groups['caution']}[/]")
         elif groups:
             across = groups["cell_accuracy_across_groups"]
-            console.print(f"  per group ({groups['n_groups']} groups), best model: cell "
-                          f"accuracy ranges {across['min']:.4f}-{across['max']:.4f}")
+            unit = summary.get("group_name") or "group"
+            console.print(f"  {ranked[0]['model']}: accuracy per {unit} ranges "
+                          f"{across['min']:.4f}-{across['max']:.4f} over {groups['n_groups']} "
+                          "groups in the test part(s)")

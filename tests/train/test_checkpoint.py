@@ -104,3 +104,25 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch, ds):
         fm.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left
+
+
+def test_image_training_with_augmentation_resumes_exactly(tmp_path):
+    from cellbench.data import Dataset
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 255, (120, 1, 16, 16), dtype=np.uint8)
+    y = np.arange(120) % 2
+    X[y == 1, :, 4:12, 4:12] = 255
+    ds = Dataset(X=X, y=y, classes=["a", "b"], kind="image", groups=np.arange(120) % 10)
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    cfg = TrainConfig(model="resnet8", max_epochs=4, patience=None, device="cpu",
+                      batch_size=16, augment="flip,rot90,rotate=10,mixup=0.2")
+    straight = train_model(ds, split, cfg, run_dir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(ds, split, cfg, run_dir=tmp_path / "b", callbacks=(Interrupt(2),))
+    resumed = train_model(ds, split, cfg, run_dir=tmp_path / "b", resume=True)
+    assert _strip(resumed.history) == _strip(straight.history)
+    path = resumed.save(tmp_path / "m.pt")
+    again = load_model(path)
+    np.testing.assert_allclose(again.predict_proba(X), resumed.predict_proba(X), rtol=1e-5)
+    assert again.kind == "image" and again.input_shape == [1, 16, 16]

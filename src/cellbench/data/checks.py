@@ -167,8 +167,9 @@ def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = ()) -> list[
     small = [(c, int(k)) for c, k in zip(ds.classes, counts, strict=True)
              if k < MIN_CELLS_PER_CLASS]
     if small:
+        unit = "images" if ds.kind == "image" else "rows"
         _warn(issues, "tiny_class",
-              f"Classes with fewer than {MIN_CELLS_PER_CLASS} rows cannot be learned or "
+              f"Classes with fewer than {MIN_CELLS_PER_CLASS} {unit} cannot be learned or "
               f"measured reliably: {', '.join(f'{c!r} ({k})' for c, k in small)}. Collect "
               "more, merge them, or remove them with --exclude-labels.")
     ratio = counts.max() / max(counts.min(), 1)

@@ -6,7 +6,7 @@ True
 >>> net = create_model("mlp", n_features=8, n_classes=3, width=16)
 """
 
-from . import cnn1d, gbdt, linear, mlp  # noqa: F401  (registration happens at import)
+from . import cnn1d, gbdt, image, linear, mlp  # noqa: F401  (registration happens at import)
 from ._base import (
     MODELS,
     BaseModel,

@@ -36,7 +36,8 @@ from ..models._base import class_weight_vector
 from .callbacks import Callback, monitor_mode
 from .optim import Schedule, build_optimizer, build_schedule
 
-__all__ = ["History", "TrainState", "effective_monitor", "fit", "predict_logits"]
+__all__ = ["History", "TrainState", "channels_last_fn", "effective_monitor", "fit",
+           "predict_logits"]
 
 InputFn = Callable[[torch.Tensor], torch.Tensor]
 AugmentFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -105,6 +106,16 @@ def effective_monitor(config: TrainConfig, has_validation: bool) -> str:
     if not has_validation and config.monitor.startswith("valid_"):
         return "train_" + config.monitor.removeprefix("valid_")
     return config.monitor
+
+
+def channels_last_fn(input_fn: InputFn | None) -> InputFn:
+    """Wrap ``input_fn`` so image batches come out in channels-last layout."""
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        if input_fn is not None:
+            x = input_fn(x)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    return prepare
 
 
 def _amp(device: torch.device, enabled: bool) -> tuple[Callable[[], Any], Any]:
@@ -180,6 +191,9 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.random_state)
     model.to(device)
+    if cfg.channels_last and X_train.ndim == 4:
+        model.to(memory_format=torch.channels_last)
+        input_fn = channels_last_fn(input_fn)
     X, y = X_train.to(device), y_train.to(device)
     has_val = X_val is not None and len(X_val) > 0
     if has_val:

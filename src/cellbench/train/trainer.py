@@ -9,6 +9,7 @@ it (networks through :func:`~cellbench.train.engine.fit`, the others through the
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +21,15 @@ from torch import nn
 
 from .._config import DataConfig, TrainConfig
 from .._utils import atomic_torch_save, resolve_device, seed_everything, to_builtin
+from ..data.augment import Augmenter
 from ..data.dataset import Dataset
 from ..data.splits import Split
-from ..data.transforms import Preprocessor
-from ..exceptions import InvalidParameterError, RunDirectoryError
+from ..data.transforms import ImageNormalizer, PixelFeatures, Preprocessor, preprocessor_from_state
+from ..exceptions import CellbenchWarning, InvalidParameterError, RunDirectoryError
 from ..models import MODELS, BaseModel, count_parameters, create_model
 from ..models._base import class_weight_vector
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
-from .engine import History, effective_monitor, fit, predict_logits
+from .engine import History, channels_last_fn, effective_monitor, fit, predict_logits
 
 __all__ = ["FittedModel", "load_model", "train_model"]
 
@@ -43,7 +45,7 @@ class FittedModel:
     name : str
         Registry name.
     model : nn.Module or BaseModel
-    preprocessor : Preprocessor
+    preprocessor : Preprocessor, ImageNormalizer or PixelFeatures
         Fitted on the training rows.
     classes : list
         Original labels; column ``k`` of :meth:`predict_proba` is ``classes[k]``.
@@ -59,11 +61,12 @@ class FittedModel:
     name: str
     model_kwargs: dict[str, Any]
     model: nn.Module | BaseModel
-    preprocessor: Preprocessor
+    preprocessor: Any
     classes: list[Any]
     feature_names: list[str]
     config: TrainConfig
     target: str = "label"
+    input_shape: list[int] = field(default_factory=list)  # (n_features,) or (C, H, W)
     aliases: dict[str, str] = field(default_factory=dict)
     history: History = field(default_factory=History)
     best_epoch: int = 0
@@ -79,19 +82,43 @@ class FittedModel:
     def n_params(self) -> int:
         return count_parameters(self.model)
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return self.preprocessor.transform(X)
+    @property
+    def kind(self) -> str:
+        return "image" if len(self.input_shape) == 3 else "table"
+
+    def _check_input(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if list(X.shape[1:]) != self.input_shape:
+            what = "images of shape (C, H, W) =" if self.kind == "image" else "rows with"
+            raise InvalidParameterError(
+                f"X must hold {what} {tuple(self.input_shape)}"
+                f"{'' if self.kind == 'image' else ' features'}, as in training; got shape "
+                f"{X.shape}." + (" Resize the images (--resize) to match."
+                                 if self.kind == "image" else "")
+            )
+        return X
+
+    def network_inputs(self, X: np.ndarray) -> tuple[torch.Tensor, Any]:
+        """The tensor a network consumes and the on-device input function (images)."""
+        X = self._check_input(X)
+        if isinstance(self.preprocessor, ImageNormalizer):
+            fn = self.preprocessor.input_fn()
+            if self.config.channels_last:
+                fn = channels_last_fn(fn)
+            X = X if X.flags.writeable and X.flags.c_contiguous else np.array(X)
+            return torch.from_numpy(X), fn
+        return torch.from_numpy(self.preprocessor.transform(X)), None
 
     def predict_proba(self, X: np.ndarray, device: str = "auto",
-                      batch_size: int = 8192) -> np.ndarray:
-        """Class probabilities for raw (un-preprocessed) rows."""
-        Z = self.transform(X)
+                      batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities for raw (un-preprocessed) rows or images."""
         if isinstance(self.model, BaseModel):
-            return self.model.predict_proba(Z)
+            return self.model.predict_proba(self.preprocessor.transform(self._check_input(X)))
         dev = resolve_device(device)
         self.model.to(dev)
-        logits = predict_logits(self.model, torch.from_numpy(Z), batch_size=batch_size,
-                                device=dev)
+        inputs, input_fn = self.network_inputs(X)
+        logits = predict_logits(self.model, inputs, batch_size=batch_size, device=dev,
+                                input_fn=input_fn, amp=self.config.amp)
         return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -109,6 +136,7 @@ class FittedModel:
             "name": self.name, "model_kwargs": to_builtin(self.model_kwargs),
             "state": state, "preprocessing": self.preprocessor.state_dict(),
             "classes": to_builtin(self.classes), "feature_names": list(self.feature_names),
+            "input_shape": list(self.input_shape),
             "target": self.target, "aliases": dict(self.aliases),
             "config": self.config.to_dict(), "history": [dict(r) for r in self.history],
             "best_epoch": self.best_epoch, "stop_reason": self.stop_reason,
@@ -149,8 +177,8 @@ def load_model(path: str | Path) -> FittedModel:
     config = TrainConfig.from_dict(ckpt["config"])
     spec = MODELS.get(ckpt["name"])
     n_classes = len(ckpt["classes"])
-    model = create_model(ckpt["name"], n_classes=n_classes,
-                         n_features=len(ckpt["feature_names"]),
+    shape = list(ckpt["input_shape"])
+    model = create_model(ckpt["name"], n_classes=n_classes, **_shape_kwargs(shape),
                          random_state=config.random_state, **ckpt["model_kwargs"])
     if spec.family == "nn":
         model.load_state_dict(ckpt["state"])
@@ -159,7 +187,7 @@ def load_model(path: str | Path) -> FittedModel:
         model.set_state(ckpt["state"])
     return FittedModel(
         name=ckpt["name"], model_kwargs=dict(ckpt["model_kwargs"]), model=model,
-        preprocessor=Preprocessor.from_state(ckpt["preprocessing"]),
+        preprocessor=preprocessor_from_state(ckpt["preprocessing"]), input_shape=shape,
         classes=list(ckpt["classes"]), feature_names=list(ckpt["feature_names"]),
         config=config, target=ckpt["target"], aliases=dict(ckpt["aliases"]),
         history=History(ckpt["history"]), best_epoch=ckpt["best_epoch"],
@@ -171,6 +199,45 @@ def load_model(path: str | Path) -> FittedModel:
 def make_preprocessor(data_cfg: DataConfig, ds: Dataset) -> Preprocessor:
     return Preprocessor(data_cfg.transform, data_cfg.arcsinh_cofactor(), data_cfg.cofactors,
                         ds.aliases)
+
+
+def _shape_kwargs(shape: list[int]) -> dict[str, Any]:
+    if len(shape) == 3:
+        return {"in_chans": int(shape[0]), "img_size": (int(shape[1]), int(shape[2]))}
+    return {"n_features": int(shape[0])}
+
+
+def _check_kind(spec: Any, ds: Dataset) -> None:
+    wanted = "image" if ds.kind == "image" else "tabular"
+    if spec.input_kind not in (wanted, "any"):
+        hint = ("an image model (`cellbench models --kind image`), or the baselines majority "
+                "and logreg on downsampled pixels" if wanted == "image" else
+                "a tabular model (`cellbench models --kind tabular`)")
+        raise InvalidParameterError(
+            f"model {spec.name!r} takes {spec.input_kind} input and cannot train on "
+            f"{'images' if wanted == 'image' else 'a table'}; choose {hint}."
+        )
+
+
+def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tuple:
+    """Fit the preprocessing on training rows only; return it with the model's inputs."""
+    train, val = split.train, split.val
+    y_train, y_val = ds.y[train], (ds.y[val] if len(val) else None)
+    if ds.kind == "table":
+        pre: Any = make_preprocessor(data_cfg, ds).fit(ds.X[train], ds.feature_names)
+        X_val = pre.transform(ds.X[val]) if len(val) else None
+        return pre, (pre.transform(ds.X[train]), y_train), (X_val, y_val), None
+    if spec.family == "nn":
+        pre = ImageNormalizer(data_cfg.image_norm).fit(ds.X[train])
+        issue = pre.pixel_scale_issue()
+        if issue:
+            warnings.warn(issue, CellbenchWarning, stacklevel=3)
+        X_val = np.ascontiguousarray(ds.X[val]) if len(val) else None
+        return (pre, (np.ascontiguousarray(ds.X[train]), y_train), (X_val, y_val),
+                pre.input_fn())
+    pre = PixelFeatures().fit(ds.X[train])
+    X_val = pre.transform(ds.X[val]) if len(val) else None
+    return pre, (pre.transform(ds.X[train]), y_train), (X_val, y_val), None
 
 
 def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
@@ -198,23 +265,16 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
     """
     data_cfg = data_cfg or DataConfig()
     spec = MODELS.get(train_cfg.model)
-    if spec.input_kind not in ("tabular", "any") and ds.kind == "table":
-        raise InvalidParameterError(
-            f"model {spec.name!r} takes {spec.input_kind} input and cannot train on a table; "
-            f"choose a tabular model (`cellbench models --kind tabular`)."
-        )
-    pre = make_preprocessor(data_cfg, ds).fit(ds.X[split.train], ds.feature_names)
-    X_train = pre.transform(ds.X[split.train])
-    y_train = ds.y[split.train]
-    X_val = pre.transform(ds.X[split.val]) if len(split.val) else None
-    y_val = ds.y[split.val] if len(split.val) else None
+    _check_kind(spec, ds)
+    pre, (X_train, y_train), (X_val, y_val), input_fn = _prepare(ds, split, spec, data_cfg)
 
     seed_everything(train_cfg.random_state)
     class_weight = train_cfg.class_weight
     if isinstance(class_weight, Mapping):  # labels -> codes, checked against the classes
         vector = class_weight_vector(class_weight, y_train, ds.n_classes, ds.classes)
         class_weight = dict(enumerate(vector.tolist()))
-    model = create_model(spec.name, n_classes=ds.n_classes, n_features=X_train.shape[1],
+    shape = list(ds.X.shape[1:])
+    model = create_model(spec.name, n_classes=ds.n_classes, **_shape_kwargs(shape),
                          random_state=train_cfg.random_state, class_weight=class_weight,
                          **train_cfg.model_kwargs)
     start = time.perf_counter()
@@ -240,17 +300,20 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
             cbs.append(Checkpoint(last, extra=ident))
         if progress is not None or verbose:
             cbs.append(ProgressBar(f"{spec.name} [{split.name}]", progress=progress))
+        augment = Augmenter.from_spec(train_cfg.augment, ds.n_classes)
         state = fit(model, torch.from_numpy(X_train), torch.from_numpy(y_train),
                     None if X_val is None else torch.from_numpy(X_val),
                     None if y_val is None else torch.from_numpy(y_val),
                     n_classes=ds.n_classes, config=train_cfg, classes=ds.classes,
-                    callbacks=cbs, resume=resume_state)
+                    callbacks=cbs, resume=resume_state, input_fn=input_fn,
+                    augment_fn=augment)
         history, best_epoch, stop_reason = state.history, state.best_epoch, state.stop_reason
         model.cpu().eval()
     return FittedModel(
         name=spec.name, model_kwargs={**spec.defaults, **train_cfg.model_kwargs}, model=model,
         preprocessor=pre, classes=list(ds.classes), feature_names=list(ds.feature_names),
-        config=train_cfg, target=ds.target, aliases=dict(ds.aliases), history=history,
+        config=train_cfg, target=ds.target, input_shape=shape, aliases=dict(ds.aliases),
+        history=history,
         best_epoch=best_epoch, stop_reason=stop_reason,
         fit_seconds=time.perf_counter() - start, info=info,
     )
