@@ -35,6 +35,12 @@ def make_table(n: int = 300, n_features: int = 12, n_classes: int = 3, n_donors:
 
 
 @pytest.fixture
+def table_factory():
+    """``make_table`` for tests that need other sizes."""
+    return make_table
+
+
+@pytest.fixture
 def tiny_table() -> pd.DataFrame:
     """300 cells x 12 markers, 3 classes, 12 donors."""
     return make_table()

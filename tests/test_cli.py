@@ -130,9 +130,54 @@ def test_config_file_flags_and_set_overrides(tmp_path, tiny_csv):
     assert bad.exit_code == 2 and "did you mean 'lr'?" in bad.output
 
 
-def test_train_refuses_cv(tiny_csv, tmp_path):
-    result = invoke("train", tiny_csv, "-t", "label", "--cv", "3", "--out", tmp_path / "z")
-    assert result.exit_code != 0
+def test_train_with_cv_and_seeds_reports_repeats(tiny_csv, tmp_path):
+    out = tmp_path / "z"
+    result = invoke("train", tiny_csv, "-t", "label", "-g", "donor", "--cv", "3", "--seeds",
+                    "2", "-m", "mlp(width=8)", "--max-epochs", "2", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    (model,) = summary["models"]
+    assert model["units"] == 6 and len(model["per_unit"]) == 6
+    assert (out / "units" / "mlp" / "curves.png").is_file()  # mean and band over 6 runs
+    saved = torch.load(out / "units" / "mlp" / "seed1" / "fold2" / "model.pt",
+                       weights_only=True)
+    assert saved["model_kwargs"] == {"width": 8} and saved["config"]["random_state"] == 1
+
+
+def test_compare_prints_paired_verdicts_with_the_unit(tiny_csv, tmp_path):
+    result = invoke("compare", tiny_csv, "-t", "label", "-g", "donor", "--cv", "3",
+                    "--models", "majority,lda", "--out", tmp_path / "c", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "paired tests against lda" in result.output
+    assert "unit: patients/samples" in result.output
+    assert "majority vs lda:" in result.output and "Wilcoxon signed-rank over 12 donor" \
+        in result.output
+    summary = json.loads((tmp_path / "c" / "results.json").read_text())
+    row = summary["comparisons"]["rows"][0]
+    assert row["unit"] == "groups" and row["n"] == 12 and row["difference"] < 0
+
+
+def test_ablate_runs_factors_against_the_base(tiny_csv, tmp_path):
+    out = tmp_path / "a"
+    result = invoke("ablate", tiny_csv, "-t", "label", "-g", "donor", "--cv", "3", "--model",
+                    "cnn1d-seed", "--factor", "dropout=0.25/0.5,0", "--factor",
+                    "optimizer=adam,asgd", "--seeds", "2", "--max-epochs", "2", "--out", out,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    rows = summary["ablation"]["rows"]
+    assert [r["config"] for r in rows] == ["base", "dropout=0", "optimizer=asgd"]
+    assert "difference" not in rows[0] and "p_adjusted" in rows[1]
+    assert summary["comparisons"]["reference"] == "base"
+    assert (out / "ablation.png").is_file()
+    assert "ablation of cnn1d-seed" in result.output and "optimizer=asgd vs base" in \
+        result.output
+    asgd = torch.load(out / "units" / "optimizer_asgd" / "seed0" / "fold1" / "model.pt",
+                      weights_only=True)
+    assert asgd["config"]["optimizer"] == "asgd"
+    bad = invoke("ablate", tiny_csv, "-t", "label", "--model", "mlp", "--factor",
+                 "dropuot=0,0.5", "--out", tmp_path / "b")
+    assert bad.exit_code == 2 and "Did you mean 'dropout'?" in bad.output
 
 
 @pytest.mark.slow

@@ -293,10 +293,24 @@ class RunConfig(_Base):
     train: TrainConfig = field(default_factory=TrainConfig)
     models: tuple[str, ...] = ()  # `compare`: registry names; () = the default line-up
     seeds: int = 1  # repeat each network with this many training seeds (random_state + i)
+    reference: str | None = None  # model the others are tested against; None = the best
+    test_unit: str = "auto"  # unit of paired tests: auto, groups, runs or cells
+    alpha: float = 0.05  # significance level of the paired tests (after Holm's correction)
+    min_effect: float = 0.005  # difference worth detecting (fraction): sizes the power note
 
     def __post_init__(self) -> None:
+        problems = []
         if not (isinstance(self.seeds, int) and self.seeds >= 1):
-            raise InvalidParameterError(f"seeds must be an int >= 1; got {self.seeds!r}.")
+            problems.append(f"seeds must be an int >= 1; got {self.seeds!r}.")
+        if self.test_unit not in ("auto", "groups", "runs", "cells"):
+            problems.append(f"test_unit must be auto, groups, runs or cells; got "
+                            f"{self.test_unit!r}.")
+        if not (isinstance(self.alpha, float) and 0 < self.alpha < 0.5):
+            problems.append(f"alpha must be a float in (0, 0.5); got {self.alpha!r}.")
+        if not (isinstance(self.min_effect, (int, float)) and 0 < self.min_effect < 1):
+            problems.append(f"min_effect must be a fraction in (0, 1); got "
+                            f"{self.min_effect!r}.")
+        _raise_all("config", problems)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -154,10 +154,10 @@ def unknown_name_error(
 
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside parentheses: ``"a,b(c=1,d=2)"`` -> ``["a", "b(c=1,d=2)"]``."""
+    """Split on ``sep`` outside brackets: ``"a,b(c=1,d=[2,3])"`` -> ``["a", "b(c=1,d=[2,3])"]``."""
     parts, depth, current = [], 0, ""
     for ch in text:
-        depth += (ch == "(") - (ch == ")")
+        depth += (ch in "([") - (ch in ")]")
         if ch == sep and depth == 0:
             parts.append(current.strip())
             current = ""

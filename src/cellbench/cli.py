@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 
 from ._config import RunConfig, apply_overrides, load_config
 from ._utils import split_top_level
-from .exceptions import CellbenchError, CellbenchWarning
+from .exceptions import CellbenchError, CellbenchWarning, InvalidParameterError
 
 app = typer.Typer(
     name="cellbench",
@@ -96,6 +97,12 @@ GradClip = Annotated[float | None, typer.Option("--grad-clip", help="Max gradien
 Seed = Annotated[int | None, typer.Option("--seed", help="Training seed.")]
 Seeds = Annotated[int | None, typer.Option("--seeds", help="Repeat networks with N "
                                               "training seeds.")]
+Reference = Annotated[str | None, typer.Option(
+    "--reference", help="Model the others are tested against (default: the best).")]
+TestUnit = Annotated[str | None, typer.Option(
+    "--test-unit", help="Unit of the paired tests: auto (patients if --groups, else runs, "
+                        "else cells), groups, runs or cells.")]
+Alpha = Annotated[float | None, typer.Option("--alpha", help="Significance level (0.05).")]
 Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:i].")]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default "
                                              "runs/<job>-<time>).")]
@@ -125,7 +132,7 @@ def _build_config(data: str | None, example: bool, config: Path | None, sets: li
                 "train": {"max_epochs", "batch_size", "lr", "optimizer", "scheduler",
                           "weight_decay", "patience", "class_weight", "sampler", "grad_clip",
                           "random_state", "device", "model", "augment"},
-                "": {"seeds", "models"}}
+                "": {"seeds", "models", "reference", "test_unit", "alpha"}}
     if data is not None:
         flags["path"] = data
         sections["data"].add("path")
@@ -186,9 +193,10 @@ def compare(
     lr: LR = None, optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
     patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
     grad_clip: GradClip = None, seed: Seed = None, seeds: Seeds = None, device: Device = None,
+    reference: Reference = None, test_unit: TestUnit = None, alpha: Alpha = None,
     out: Out = None, sets: SetOpt = None, quiet: Quiet = False,
 ) -> None:
-    """Train several models on the same splits; print metrics with 95% CIs.
+    """Train several models on the same splits; metrics with 95% CIs and paired tests.
 
     Example: cellbench compare cells.parquet --target label --groups patient --cv 5
     """
@@ -204,7 +212,7 @@ def compare(
                optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                patience=patience, class_weight=class_weight, sampler=sampler,
                grad_clip=grad_clip, random_state=seed, seeds=seeds, device=device,
-               models=models)
+               models=models, reference=reference, test_unit=test_unit, alpha=alpha)
     _run(run_compare, cfg, out, console=console, show_progress=not quiet)
 
 
@@ -219,7 +227,7 @@ def train(
     split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
     cofactor: Cofactor = None, resize: Resize = None, skip_bad: SkipBad = None,
     group_regex: GroupRegex = None, image_norm: ImageNorm = None, augment: Augment = None,
-    test_size: TestSize = None, val_size: ValSize = None,
+    cv: CV = None, seeds: Seeds = None, test_size: TestSize = None, val_size: ValSize = None,
     max_epochs: Epochs = None, batch_size: Batch = None, lr: LR = None,
     optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
     patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
@@ -229,6 +237,9 @@ def train(
     sets: SetOpt = None, quiet: Quiet = False,
 ) -> None:
     """Train one model; evaluate the test part once; save model.pt, curves and metrics.
+
+    With --seeds N and/or --cv K the model is trained on every seed and fold, and the mean
+    with its CI is reported.
 
     Example: cellbench train cells.fcs --target label --model cnn1d-seed --max-epochs 50
     """
@@ -250,14 +261,154 @@ def train(
                val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
                optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
                patience=patience, class_weight=class_weight, sampler=sampler,
-               grad_clip=grad_clip, random_state=seed, device=device,
+               grad_clip=grad_clip, random_state=seed, device=device, cv=cv, seeds=seeds,
                model=choice.name if choice else None)
-    if example and cfg.split.cv is not None:
+    if example and cv is None and cfg.split.cv is not None:
         cfg = cfg.replace(split=cfg.split.replace(cv=None))
-    if choice is not None and choice.kwargs:
-        cfg = cfg.replace(train=cfg.train.replace(model_kwargs={**cfg.train.model_kwargs,
-                                                                **choice.kwargs}))
+    if choice is not None and (choice.kwargs or choice.train):
+        cfg = cfg.replace(train=cfg.train.replace(
+            model_kwargs={**cfg.train.model_kwargs, **choice.kwargs}, **choice.train))
     _run(run_train, cfg, out, console=console, show_progress=not quiet)
+
+
+@app.command()
+def ablate(
+    data: DataArg = None, example: Example = False, config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="The base model (registry "
+                                              "name, optionally with arguments).")] = None,
+    factor: Annotated[list[str] | None, typer.Option(
+        "--factor", "-f", help="name=base,level2,... (repeatable), e.g. "
+        "dropout=0.25/0.5,0,0.5/0.9 or optimizer=adam,asgd. The first level is the base.")
+    ] = None,
+    design_kind: Annotated[str, typer.Option("--design", help="oat (one factor at a time "
+                                             "from the base) or full (factorial).")] = "oat",
+    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
+    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
+    transform: Transform = None, cytometry: Cytometry = None, cofactor: Cofactor = None,
+    resize: Resize = None, group_regex: GroupRegex = None, image_norm: ImageNorm = None,
+    augment: Augment = None, cv: CV = None, seeds: Seeds = None, test_size: TestSize = None,
+    val_size: ValSize = None, max_epochs: Epochs = None, batch_size: Batch = None,
+    lr: LR = None, optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
+    patience: Patience = None, seed: Seed = None, device: Device = None,
+    test_unit: TestUnit = None, alpha: Alpha = None, out: Out = None, sets: SetOpt = None,
+    quiet: Quiet = False,
+) -> None:
+    """Vary factors of one model over seeds and folds; test each level against the base.
+
+    Example: cellbench ablate --example --model cnn1d-seed --factor dropout=0.25/0.5,0,0.5/0.9
+    --factor batchnorm=on,off --seeds 3
+    """
+    from .jobs import parse_models, run_ablate
+
+    choice = _run(parse_models, [model])[0] if model else None
+    cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
+               features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
+               sample_sheet=sample_sheet, transform=transform, cytometry=cytometry,
+               cofactor=cofactor, resize=resize, group_regex=group_regex,
+               image_norm=image_norm, augment=augment, cv=cv, seeds=seeds,
+               test_size=test_size, val_size=val_size, max_epochs=max_epochs,
+               batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
+               weight_decay=weight_decay, patience=patience, random_state=seed,
+               device=device, test_unit=test_unit, alpha=alpha,
+               model=choice.name if choice else None)
+    if choice is not None and (choice.kwargs or choice.train):
+        cfg = cfg.replace(train=cfg.train.replace(
+            model_kwargs={**cfg.train.model_kwargs, **choice.kwargs}, **choice.train))
+    _run(run_ablate, cfg, factor or [], design_kind, out, console=console,
+         show_progress=not quiet)
+
+
+@app.command()
+def tune(
+    data: DataArg = None, example: Example = False, config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune (registry "
+                                              "name).")] = None,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Finished trials (complete "
+                                        "or pruned) the study should reach.")] = 20,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Stop this process after "
+                                                "e.g. 90s, 30m or 2h.")] = None,
+    pruner: Annotated[str, typer.Option("--pruner", help="hyperband, median or none.")
+                      ] = "hyperband",
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe or random.")] = "tpe",
+    metric: Annotated[str, typer.Option("--metric", help="Validation metric to maximise: "
+                                        "accuracy or balanced_accuracy.")] = "accuracy",
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="postgresql://user@host:port/db for workers on many machines; "
+                          "default: a journal file in the run directory.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (default "
+                                              "cellbench-<model>).")] = None,
+    space: Annotated[Path | None, typer.Option(
+        "--space", help="YAML overriding the search space: name: {type: float, low: ..., "
+                        "high: ..., log: true}, a list of choices, a fixed value, or null.")
+    ] = None,
+    final_seeds: Annotated[int, typer.Option("--final-seeds", help="Seeds for retraining "
+                                             "the best configuration.")] = 3,
+    heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between heartbeats "
+                                           "of a running trial.")] = 30,
+    grace: Annotated[int, typer.Option("--grace-period", help="Seconds without a heartbeat "
+                                       "before a trial is failed and retried.")] = 300,
+    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
+    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
+    transform: Transform = None, cytometry: Cytometry = None, cofactor: Cofactor = None,
+    resize: Resize = None, group_regex: GroupRegex = None, image_norm: ImageNorm = None,
+    augment: Augment = None, cv: CV = None, test_size: TestSize = None,
+    val_size: ValSize = None, max_epochs: Epochs = None, patience: Patience = None,
+    seed: Seed = None, device: Device = None, out: Out = None, sets: SetOpt = None,
+    quiet: Quiet = False,
+) -> None:
+    """Tune a model with Optuna (TPE, pruning); resumable; test the best settings once.
+
+    Rerun the same command to continue an interrupted study. With --storage postgresql://...
+    other machines join with `cellbench tune-worker --study NAME --storage URL`.
+    """
+    from .tune.job import run_tune
+    from .tune.study import TuneSettings, parse_duration
+
+    def build() -> tuple[RunConfig, TuneSettings, dict | None]:
+        cfg = _build_config(data, example, config, sets, target=target, groups=groups,
+                            features=features, drop=drop, exclude_labels=exclude_labels,
+                            dropna=dropna, sample_sheet=sample_sheet, transform=transform,
+                            cytometry=cytometry, cofactor=cofactor, resize=resize,
+                            group_regex=group_regex, image_norm=image_norm, augment=augment,
+                            cv=cv, test_size=test_size, val_size=val_size,
+                            max_epochs=max_epochs, patience=patience, random_state=seed,
+                            device=device, model=model)
+        if example and cv is None:
+            cfg = cfg.replace(split=cfg.split.replace(cv=None))
+        settings = TuneSettings(trials=trials, timeout=parse_duration(timeout), pruner=pruner,
+                                sampler=sampler, metric=metric, storage=storage,
+                                study_name=study, final_seeds=final_seeds,
+                                heartbeat=heartbeat, grace=grace)
+        overrides = None
+        if space is not None:
+            if not space.is_file():
+                raise InvalidParameterError(f"--space must be a YAML file; got {str(space)!r}, "
+                                            "which does not exist.")
+            overrides = yaml.safe_load(space.read_text(encoding="utf-8")) or {}
+        return cfg, settings, overrides
+
+    cfg, settings, overrides = _run(build)
+    _run(run_tune, cfg, settings, out, space_overrides=overrides, console=console,
+         show_progress=not quiet)
+
+
+@app.command("tune-worker")
+def tune_worker(
+    study: Annotated[str, typer.Option("--study", help="Name of the study to join.")],
+    storage: Annotated[str, typer.Option("--storage", help="The study's database URL.")],
+    trials: Annotated[int | None, typer.Option("--trials", help="Override the study's "
+                                               "target of finished trials.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Stop after e.g. 2h.")
+                       ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Join a study started by `cellbench tune --storage URL` and run its trials."""
+    from .tune.job import run_tune_worker
+    from .tune.study import parse_duration
+
+    _run(lambda: run_tune_worker(study, storage, trials=trials,
+                                 timeout=parse_duration(timeout), console=console,
+                                 show_progress=not quiet))
 
 
 @app.command()

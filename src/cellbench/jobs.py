@@ -47,14 +47,18 @@ from .data.dataset import Dataset
 from .data.images import IMAGE_SUFFIXES, is_image_source, load_images, read_images_for_prediction
 from .data.io import load_table, read_frame
 from .data.splits import Split, make_splits
+from .evaluate.ablation import TRAIN_FACTORS, design, parse_factors
+from .evaluate.compare import Run, compare_to_reference
 from .evaluate.metrics import METRICS, evaluate_predictions
 from .exceptions import DataError, InvalidParameterError, RunDirectoryError
 from .models import MODELS
-from .report.plots import plot_comparison, plot_confusion, plot_curves
+from .models._base import model_arguments
+from .report.plots import plot_comparison, plot_confusion, plot_curves, plot_effects
 from .train.trainer import FittedModel, load_model, train_model
 
-__all__ = ["DEFAULT_TABLE_MODELS", "ModelChoice", "example_config", "load_dataset",
-           "parse_models", "run_compare", "run_predict", "run_train"]
+__all__ = ["DEFAULT_IMAGE_MODELS", "DEFAULT_TABLE_MODELS", "ModelChoice", "example_config",
+           "load_dataset", "parse_models", "run_ablate", "run_compare", "run_predict",
+           "run_train"]
 
 DEFAULT_TABLE_MODELS = ("majority", "logreg", "lda", "lightgbm", "mlp", "cnn1d-seed")
 DEFAULT_IMAGE_MODELS = ("majority", "logreg", "shallow-seed004", "cnn-seed003", "resnet8")
@@ -137,6 +141,7 @@ class ModelChoice:
     label: str
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (ablations)
 
     @property
     def slug(self) -> str:
@@ -157,9 +162,11 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_models(items: Sequence[str]) -> list[ModelChoice]:
-    """Parse ``["lda", "mlp(width=256,depth=3)", "lightgbm,cnn1d-seed"]``.
+    """Parse ``["lda", "mlp(width=256,depth=3)", "cnn1d-seed(optimizer=asgd,lr=0.01)"]``.
 
-    Commas separate models except inside parentheses; argument values are read as YAML.
+    Commas separate models except inside parentheses; values are read as YAML (``a/b`` is a
+    pair). Arguments of the model go to the model; training settings (optimizer, lr,
+    weight_decay, augment, ...) apply to that model only.
     """
     parts = [part for item in items for part in split_top_level(item)]
     choices, seen = [], set()
@@ -170,19 +177,35 @@ def parse_models(items: Sequence[str]) -> list[ModelChoice]:
                 f"model must look like name or name(key=value,...); got {raw!r}."
             )
         name, args = match.group(1), match.group(2)
-        MODELS.get(name)  # unknown names raise with a suggestion
+        params = set(model_arguments(name))  # unknown names raise with a suggestion
         kwargs: dict[str, Any] = {}
-        for arg in filter(None, (a.strip() for a in re.split(r",(?![^()]*\))", args or ""))):
+        train: dict[str, Any] = {}
+        for arg in split_top_level(args or ""):
             key, sep, value = arg.partition("=")
+            key = key.strip()
             if not sep:
                 raise InvalidParameterError(
                     f"model argument must look like key=value; got {arg!r} in {raw!r}."
                 )
-            kwargs[key.strip()] = _parse_value(value)
+            if key in params:
+                kwargs[key] = _parse_value(value)
+            elif key in TRAIN_FACTORS:  # a training setting for this model only
+                train[key] = _parse_value(value)
+            else:
+                valid = sorted(params)
+                raise InvalidParameterError(
+                    f"{key!r} in {raw!r} must be an argument of {name!r} ({', '.join(valid)}) "
+                    f"or a training setting ({', '.join(TRAIN_FACTORS)})."
+                )
         if raw in seen:
             raise InvalidParameterError(f"models must be listed once each; {raw!r} repeats.")
         seen.add(raw)
-        choices.append(ModelChoice(raw, name, kwargs))
+        if train:
+            try:
+                TrainConfig().replace(**train)
+            except InvalidParameterError as exc:
+                raise InvalidParameterError(f"in {raw!r}: {exc}") from exc
+        choices.append(ModelChoice(raw, name, kwargs, train))
     if not choices:
         raise InvalidParameterError("models must name at least one model; got none.")
     return choices
@@ -316,6 +339,17 @@ def _run_unit(ds: Dataset, split: Split, train_cfg: TrainConfig, data_cfg: DataC
     return result
 
 
+def _runs(units: list[dict], unit_dirs: list[Path]) -> list[Run]:
+    runs = []
+    for u, d in zip(units, unit_dirs, strict=True):
+        if "test" not in u:
+            continue
+        with np.load(d / "predictions.npz") as z:
+            runs.append(Run(u["seed"], u["split"], z["test_index"], z["test_proba"],
+                            int(u["sizes"]["train"])))
+    return runs
+
+
 def _aggregate(ds: Dataset, choice: ModelChoice, units: list[dict],
                unit_dirs: list[Path]) -> dict:
     """Pool a model's test predictions over folds/seeds and summarise per-fold values."""
@@ -343,6 +377,13 @@ def _aggregate(ds: Dataset, choice: ModelChoice, units: list[dict],
         out["test"] = pooled
         out["test"]["pooled_over"] = (f"{len([u for u in units if u['seed'] == seed])} "
                                       f"test parts (seed {seed})")
+    histories = []
+    for d in unit_dirs:
+        if (d / "history.csv").is_file():
+            histories.append(pd.read_csv(d / "history.csv").to_dict("records"))
+    if len(histories) > 1:
+        plot_curves(histories, unit_dirs[0].parent.parent / "curves.png",
+                    f"{choice.label}: mean and range over {len(histories)} runs")
     folds = [u for u in units if "test" in u]
     out["per_unit"] = [{"split": u["split"], "seed": u["seed"], "n": u["test"]["n"],
                         **{m: u["test"][m]["value"] for m in METRICS},
@@ -362,33 +403,13 @@ def _aggregate(ds: Dataset, choice: ModelChoice, units: list[dict],
 # Jobs
 
 
-def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any = None,
-                show_progress: bool = True) -> dict[str, Any]:
-    """Train every model in ``cfg.models`` on the same splits and compare them honestly.
-
-    Returns the content of ``results.json`` (also written to the run directory).
-    """
-    from rich.console import Console
-
-    console = console or Console()
-    run_dir = check_run_dir(out, "compare", cfg, reuse=True)
-    ds = load_dataset(cfg.data)
-    choices = parse_models(cfg.models or (DEFAULT_IMAGE_MODELS if ds.kind == "image"
-                                          else DEFAULT_TABLE_MODELS))
-    splits = make_splits(ds, cfg.split)
-    issues = list(ds.issues)
-    if ds.kind == "table":
-        for split in splits:
-            issues += checks.check_split_duplicates(ds.X, split.train, split.test,
-                                                    f"{split.name} test", split.grouped)
-    open_run_dir(run_dir, cfg)
-    atomic_write_json(run_dir / "data.json", _data_summary(ds, splits, issues))
-    console.print(f"[bold]data[/] {ds.describe()}")
-    console.print("[bold]split[/] " + _describe_splits(splits, ds))
-    console.print(f"[bold]run directory[/] {run_dir}")
-
+def _run_models(cfg: RunConfig, choices: Sequence[ModelChoice], ds: Dataset,
+                splits: Sequence[Split], run_dir: Path, console: Any,
+                show_progress: bool) -> tuple[list[dict], dict[str, list[Run]]]:
+    """Every model x seed x split unit (finished ones reused); per-model summaries and runs."""
     seeds = [cfg.train.random_state + s for s in range(cfg.seeds)]
-    results, started = [], time.perf_counter()
+    results: list[dict] = []
+    runs: dict[str, list[Run]] = {}
     progress = _progress(console) if show_progress else None
     n_units = sum(1 if MODELS.get(c.name).family != "nn" else len(seeds)
                   for c in choices) * len(splits)
@@ -401,8 +422,11 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
             model_seeds = seeds if spec.family == "nn" else seeds[:1]
             units, dirs = [], []
             for seed in model_seeds:
-                train_cfg = cfg.train.replace(model=choice.name, model_kwargs=choice.kwargs,
-                                              random_state=seed)
+                # the config's model_kwargs belong to the config's model
+                base = cfg.train.model_kwargs if choice.name == cfg.train.model else {}
+                train_cfg = cfg.train.replace(model=choice.name,
+                                              model_kwargs={**base, **choice.kwargs},
+                                              random_state=seed, **choice.train)
                 for split in splits:
                     unit_dir = run_dir / "units" / choice.slug / f"seed{seed}" / split.name
                     if progress is not None:
@@ -414,23 +438,134 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
                     if progress is not None:
                         progress.advance(overall)
             results.append(_aggregate(ds, choice, units, dirs))
+            runs[choice.label] = _runs(units, dirs)
     finally:
         if progress is not None:
             progress.stop()
+    return results, runs
+
+
+def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any = None,
+                show_progress: bool = True, choices: Sequence[ModelChoice] | None = None,
+                job: str = "compare", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train every model in ``cfg.models`` on the same splits and compare them honestly.
+
+    ``choices`` replaces ``cfg.models`` (ablations pass their configurations). Returns the
+    content of ``results.json`` (also written to the run directory).
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    run_dir = check_run_dir(out, job, cfg, reuse=True)
+    ds = load_dataset(cfg.data)
+    if choices is None:
+        choices = parse_models(cfg.models or (DEFAULT_IMAGE_MODELS if ds.kind == "image"
+                                              else DEFAULT_TABLE_MODELS))
+    splits = make_splits(ds, cfg.split)
+    issues = list(ds.issues)
+    if ds.kind == "table":
+        for split in splits:
+            issues += checks.check_split_duplicates(ds.X, split.train, split.test,
+                                                    f"{split.name} test", split.grouped)
+    open_run_dir(run_dir, cfg)
+    atomic_write_json(run_dir / "data.json", _data_summary(ds, splits, issues))
+    console.print(f"[bold]data[/] {ds.describe()}")
+    console.print("[bold]split[/] " + _describe_splits(splits, ds))
+    console.print(f"[bold]run directory[/] {run_dir}")
+
+    started = time.perf_counter()
+    results, runs = _run_models(cfg, choices, ds, splits, run_dir, console, show_progress)
+    pooled = {r["model"]: r["test"]["accuracy"]["value"] for r in results if "test" in r}
+    comparisons = compare_to_reference(
+        {m: r for m, r in runs.items() if r}, ds.y, ds.groups, reference=cfg.reference,
+        unit=cfg.test_unit, alpha=cfg.alpha, min_effect=cfg.min_effect,
+        group_name=_plural(ds.group_name), pooled=pooled) if len(pooled) > 1 else None
     summary = {
-        "job": "compare", "created": datetime.now().isoformat(timespec="seconds"),
+        "job": job, "created": datetime.now().isoformat(timespec="seconds"),
         "machine": _machine(), "wall_seconds": time.perf_counter() - started,
         "data": _data_summary(ds, splits, issues),
         "unit": "images" if ds.kind == "image" else "cells", "group_name": ds.group_name,
-        "models": results,
+        "models": results, "comparisons": comparisons, **(extra or {}),
     }
     atomic_write_json(run_dir / "results.json", to_builtin(summary))
     plot_comparison([{"model": r["model"], **{m: r["test"][m] for m in METRICS}}
                      for r in results if "test" in r], run_dir / "comparison.png",
                     title=f"test accuracy, {len(splits)} split(s), 95% CI")
-    print_comparison(summary, console)
-    console.print(f"\nresults: {run_dir / 'results.json'}  plots: {run_dir / 'comparison.png'}")
+    if job == "compare":
+        print_comparison(summary, console)
+        print_verdicts(comparisons, console)
+        console.print(f"\nresults: {run_dir / 'results.json'}  plots: "
+                      f"{run_dir / 'comparison.png'}")
+    summary["run_dir"] = str(run_dir)
     return summary
+
+
+def run_ablate(cfg: RunConfig, factors: Sequence[str], design_kind: str = "oat",
+               out: str | Path | None = None, *, console: Any = None,
+               show_progress: bool = True) -> dict[str, Any]:
+    """Vary ``factors`` of ``cfg.train.model`` (one at a time or factorial) over seeds and
+    folds; test each configuration against the base with Holm's correction."""
+    from rich.console import Console
+
+    console = console or Console()
+    parsed = parse_factors(factors, cfg.train.model)
+    configs = design(parsed, design_kind)
+    choices = [ModelChoice(c.label, cfg.train.model, c.model_kwargs, c.train) for c in configs]
+    ablation = {"model": cfg.train.model, "design": design_kind,
+                "factors": [{"name": f.name, "applies_to": f.target, "levels": list(f.labels)}
+                            for f in parsed],
+                "configs": [{"label": c.label, "levels": c.levels} for c in configs]}
+    summary = run_compare(cfg.replace(reference="base"), out, console=console,
+                          show_progress=show_progress, choices=choices, job="ablate",
+                          extra={"ablation": ablation})
+    run_dir = Path(summary.pop("run_dir"))
+    rows = _ablation_rows(summary, configs)
+    summary["ablation"]["rows"] = rows
+    atomic_write_json(run_dir / "results.json", to_builtin(summary))
+    plot_effects(rows, run_dir / "ablation.png",
+                 title=f"{cfg.train.model}: effect of each level vs base, 95% CI")
+    print_ablation(summary, rows, console)
+    console.print(f"\nresults: {run_dir / 'results.json'}  plot: {run_dir / 'ablation.png'}")
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def _ablation_rows(summary: dict[str, Any], configs: Sequence[Any]) -> list[dict[str, Any]]:
+    by_model = {m["model"]: m for m in summary["models"]}
+    tests = {r["model"]: r for r in (summary.get("comparisons") or {}).get("rows", [])}
+    rows = []
+    for c in configs:
+        m = by_model[c.label]
+        across = m.get("across_units", {}).get("accuracy")
+        row = {"config": c.label, "levels": c.levels,
+               "accuracy": m["test"]["accuracy"],
+               "mean": across["mean"] if across else m["test"]["accuracy"]["value"],
+               "sd": across["sd"] if across else None, "runs": m["units"]}
+        t = tests.get(c.label)
+        if t is not None:
+            row.update({"difference": t["difference"], "ci": t["ci"], "p": t["p_value"],
+                        "p_adjusted": t["p_adjusted"], "test": t["test"],
+                        "verdict": t["verdict"]})
+        rows.append(row)
+    return rows
+
+
+def _plural(group_name: str | None) -> str:
+    return "groups" if not group_name else f"{group_name} groups"
+
+
+def print_verdicts(comparisons: dict | None, console: Any) -> None:
+    """The paired tests, one verdict per line."""
+    if not comparisons or not comparisons.get("rows"):
+        return
+    unit = {"groups": "patients/samples (each group's accuracy)",
+            "runs": "runs (seed x fold), corrected resampled t",
+            "cells": "test cells (one run)"}.get(comparisons["unit"], comparisons["unit"])
+    adj = ", Holm-adjusted" if comparisons["correction"] == "holm" else ""
+    console.print(f"\n[bold]paired tests against {comparisons['reference']}[/] on "
+                  f"{comparisons['metric']} (unit: {unit}; alpha {comparisons['alpha']}{adj}):")
+    for row in comparisons["rows"]:
+        console.print("  " + row["verdict"], highlight=False)
 
 
 def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = False,
@@ -439,12 +574,9 @@ def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = F
     from rich.console import Console
 
     console = console or Console()
-    if cfg.split.cv:
-        raise InvalidParameterError(
-            "train runs one train/val/test split; got --cv "
-            f"{cfg.split.cv}. Use `cellbench compare --models {cfg.train.model} --cv "
-            f"{cfg.split.cv}` for cross-validation."
-        )
+    if cfg.split.cv or cfg.seeds > 1:  # repeats: one model through the compare machinery
+        return run_compare(cfg.replace(models=(cfg.train.model,)), out, console=console,
+                           show_progress=show_progress)
     run_dir = check_run_dir(out, "train", cfg, reuse=resume)
     ds = load_dataset(cfg.data)
     split = make_splits(ds, cfg.split)[0]
@@ -658,9 +790,7 @@ def print_comparison(summary: dict[str, Any], console: Any) -> None:
     if first:
         pooled = f", pooled over {first['pooled_over']}" if "pooled_over" in first else ""
         console.print(f"n = {first['n']} {summary.get('unit', 'cells')}{pooled}. CIs: Wilson "
-                      "(accuracy), bootstrap (balanced accuracy, macro-F1), DeLong (AUROC). "
-                      "Differences between models are not tested here; overlapping CIs mean "
-                      "'not shown to differ'.")
+                      "(accuracy), bootstrap (balanced accuracy, macro-F1), DeLong (AUROC).")
         groups = first.get("groups")
         if groups and groups.get("applicable"):
             for r in ranked:
@@ -676,3 +806,26 @@ def print_comparison(summary: dict[str, Any], console: Any) -> None:
             console.print(f"  {ranked[0]['model']}: accuracy per {unit} ranges "
                           f"{across['min']:.4f}-{across['max']:.4f} over {groups['n_groups']} "
                           "groups in the test part(s)")
+
+
+def print_ablation(summary: dict[str, Any], rows: Sequence[dict[str, Any]], console: Any) -> None:
+    """Each configuration's accuracy and its paired difference from the base."""
+    from rich.table import Table
+
+    comparisons = summary.get("comparisons") or {}
+    unit = comparisons.get("unit", "-")
+    table = Table(title=f"ablation of {summary['ablation']['model']} ({unit} as the test unit)",
+                  title_justify="left")
+    for col in ("configuration", "accuracy % (95% CI)", "mean ± sd over runs",
+                "difference vs base, points [95% CI]", "p (Holm)"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for row in rows:
+        diff = (f"{row['difference'] * 100:+.2f} [{row['ci'][0] * 100:+.2f}, "
+                f"{row['ci'][1] * 100:+.2f}]" if "difference" in row else "(reference)")
+        p = f"{row['p_adjusted']:.3g}" if "p_adjusted" in row else ""
+        spread = (f"{row['mean'] * 100:.2f} ± {row['sd'] * 100:.2f}" if row["sd"] is not None
+                  else f"{row['mean'] * 100:.2f}")
+        table.add_row(row["config"], _fmt(row["accuracy"]), spread, diff, p)
+    console.print(table)
+    print_verdicts(comparisons, console)
+

@@ -9,16 +9,24 @@ thousands of cells) and must be exact and vectorised:
   counts from a multinomial, so the bootstrap costs ``B x K^2``, not ``B x n``;
 * :func:`delong_ci` for AUROC (binary, or macro one-vs-rest): DeLong's variance from each
   row's influence on the estimate, O(n log n).
+
+and the paired tests that decide whether one model beats another: :func:`mcnemar_exact`
+(one test set), :func:`corrected_resampled_ttest` (repeated CV; Nadeau & Bengio),
+:func:`wilcoxon_signed_rank` (per patient), :func:`holm` (several models vs one reference).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import binom, norm
+from scipy.stats import t as student_t
 
-__all__ = ["confusion_bootstrap", "delong_ci", "percentile_ci", "wilson_ci"]
+__all__ = ["PairedResult", "cohens_dz", "confusion_bootstrap", "corrected_resampled_ttest",
+           "delong_ci", "holm", "mcnemar_exact", "percentile_ci", "wilcoxon_signed_rank",
+           "wilson_ci"]
 
 
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -109,3 +117,119 @@ def delong_ci(y: np.ndarray, proba: np.ndarray, level: float = 0.95) -> tuple[fl
         var = float(np.sum(infl ** 2)) / (n * (n - 1))
     half = norm.ppf(0.5 + level / 2) * np.sqrt(var)
     return auc, float(max(0.0, auc - half)), float(min(1.0, auc + half))
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired tests: is model A better than model B on the same data?
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Outcome of one paired test, in the metric's units (fractions, not points)."""
+
+    test: str  # "mcnemar", "corrected_t", "wilcoxon", ...
+    difference: float  # mean (or overall) difference A - B
+    ci: tuple[float, float]  # confidence interval of the difference
+    p_value: float
+    n: int  # number of paired units (cells, folds x seeds, patients)
+    unit: str  # what was paired
+    detectable: float | None = None  # smallest |difference| with 80 % power at this n
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"test": self.test, "difference": self.difference, "ci": list(self.ci),
+                "p_value": self.p_value, "n": self.n, "unit": self.unit,
+                "detectable": self.detectable, "note": self.note}
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray,
+                  level: float = 0.95) -> PairedResult:
+    """McNemar's exact test for two models on one test set (same rows).
+
+    p is the two-sided exact binomial test on the discordant pairs; the CI of the accuracy
+    difference is the Wald interval for paired proportions.
+    """
+    a = np.asarray(correct_a, bool)
+    b = np.asarray(correct_b, bool)
+    n = len(a)
+    only_a = int((a & ~b).sum())
+    only_b = int((~a & b).sum())
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(min(1.0, 2 * binom.cdf(min(only_a, only_b),
+                                                                 discordant, 0.5)))
+    diff = (only_a - only_b) / n
+    se = np.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n
+    z = norm.ppf(0.5 + level / 2)
+    # detectable difference: discordant rate held fixed, 80 % power, two-sided 5 %
+    rate = discordant / n
+    detectable = float((z + norm.ppf(0.8)) * np.sqrt(rate / n)) if n else None
+    return PairedResult("mcnemar", float(diff), (float(diff - z * se), float(diff + z * se)),
+                        p, n, "cells", detectable)
+
+
+def corrected_resampled_ttest(differences: np.ndarray, n_train: float, n_test: float,
+                              level: float = 0.95) -> PairedResult:
+    """Nadeau & Bengio's corrected resampled t-test over repeated train/test splits.
+
+    The variance of the mean difference is inflated by ``1/J + n_test/n_train`` instead of
+    ``1/J``, because the J training sets overlap; the plain paired t-test ignores that and
+    finds differences that are not there.
+    """
+    d = np.asarray(differences, np.float64)
+    j = len(d)
+    mean = float(d.mean())
+    if j < 2:
+        return PairedResult("corrected_t", mean, (float("nan"), float("nan")), float("nan"), j,
+                            "runs", None, "needs at least 2 paired runs")
+    var = float(d.var(ddof=1))
+    factor = 1 / j + n_test / n_train
+    se = np.sqrt(factor * var)
+    df = j - 1
+    crit = student_t.ppf(0.5 + level / 2, df)
+    if se == 0:
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        p = float(2 * student_t.sf(abs(mean) / se, df))
+    detectable = float((crit + student_t.ppf(0.8, df)) * se) if se > 0 else None
+    return PairedResult("corrected_t", mean, (mean - crit * se, mean + crit * se), p, j, "runs",
+                        detectable)
+
+
+def wilcoxon_signed_rank(differences: np.ndarray, unit: str = "groups",
+                         level: float = 0.95, n_boot: int = 2000,
+                         seed: int = 0) -> PairedResult:
+    """Wilcoxon signed-rank test (scipy) with a bootstrap CI of the mean difference."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(differences, np.float64)
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n == 0 or np.all(d == 0):
+        return PairedResult("wilcoxon", mean, (mean, mean), 1.0, n, unit, None,
+                            "no differences")
+    p = float(wilcoxon(d).pvalue)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    sd = d.std(ddof=1) if n > 1 else 0.0
+    detectable = float((norm.ppf(0.975) + norm.ppf(0.8)) * sd / np.sqrt(n)) if n > 1 else None
+    return PairedResult("wilcoxon", mean, percentile_ci(boots, level), p, n, unit, detectable)
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control)."""
+    p = np.asarray(p_values, np.float64)
+    m = len(p)
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def cohens_dz(differences: np.ndarray) -> float:
+    """Standardized mean of paired differences (mean / sd)."""
+    d = np.asarray(differences, np.float64)
+    sd = d.std(ddof=1) if len(d) > 1 else 0.0
+    return float(d.mean() / sd) if sd > 0 else float("inf") if d.mean() else 0.0

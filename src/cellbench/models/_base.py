@@ -15,8 +15,8 @@ from .._registry import ModelSpec, Registry
 from ..exceptions import InvalidParameterError
 from ..tune.spaces import Dist
 
-__all__ = ["MODELS", "BaseModel", "apply_init", "class_weight_vector", "count_parameters",
-           "create_model", "register_model"]
+__all__ = ["CONTEXT_ARGS", "MODELS", "BaseModel", "apply_init", "class_weight_vector",
+           "count_parameters", "create_model", "model_arguments", "register_model"]
 
 MODELS: Registry[ModelSpec] = Registry(
     "model", hint="Run `cellbench models` to list all {n}."
@@ -47,6 +47,8 @@ class BaseModel(abc.ABC):
     """
 
     n_classes: int
+    #: called as ``on_iteration(value, iteration)`` during boosting (tuning uses it to prune)
+    on_iteration: Callable[[float, int], None] | None = None
 
     @abc.abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
@@ -73,6 +75,18 @@ class BaseModel(abc.ABC):
     def fit_info(self) -> dict[str, Any]:
         """Facts about the fit for the run record (e.g. trees used)."""
         return {}
+
+
+#: arguments the task supplies to every model (not the user's to set per model)
+CONTEXT_ARGS = frozenset({"n_classes", "n_features", "in_chans", "img_size", "random_state",
+                          "class_weight", "cfg"})
+
+
+def model_arguments(name: str) -> list[str]:
+    """The arguments a user may set for model ``name`` (networks also take ``init``)."""
+    spec = MODELS.get(name)
+    args = [p for p in inspect.signature(spec.factory).parameters if p not in CONTEXT_ARGS]
+    return [*args, "init"] if spec.family == "nn" else args
 
 
 def _accepts(factory: Callable, name: str) -> bool:
@@ -107,7 +121,7 @@ def create_model(name: str, *, n_classes: int, n_features: int | None = None,
             context["n_features"] = n_features
     unknown = [k for k in kwargs if not _accepts(spec.factory, k) or k in context]
     if unknown:
-        valid = [p for p in inspect.signature(spec.factory).parameters if p not in context]
+        valid = [p for p in model_arguments(name) if p != "init"]
         raise InvalidParameterError(
             f"model_kwargs for {name!r} must be among {', '.join(valid) or '(none)'}; got "
             f"{', '.join(repr(k) for k in unknown)}."

@@ -64,6 +64,14 @@ class LightGBMModel(BaseModel):
         if X_val is not None and len(X_val):
             valid_sets = [lgb.Dataset(X_val, y_val, reference=train)]
             callbacks.append(lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
+            if self.on_iteration is not None:
+                report = self.on_iteration
+
+                def report_loss(env: Any) -> None:  # every 10 rounds: -(validation log-loss)
+                    if (env.iteration + 1) % 10 == 0:
+                        report(-float(env.evaluation_result_list[0][2]), env.iteration + 1)
+
+                callbacks.append(report_loss)
         booster = lgb.train(params, train, num_boost_round=self.n_estimators,
                             valid_sets=valid_sets, callbacks=callbacks)
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .._utils import atomic_path
 
-__all__ = ["plot_comparison", "plot_confusion", "plot_curves"]
+__all__ = ["plot_comparison", "plot_confusion", "plot_curves", "plot_effects"]
 
 COLORS = {"running": "#9aa5b1", "train": "#1f77b4", "valid": "#d62728"}
 LABELS = {"running": "train, running (dropout/augmentation on)",
@@ -133,4 +133,24 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path,
     ax.set_xlabel(label + (f"; off scale: {', '.join(notes)}" if notes else ""))
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title or f"models compared on {metric.replace('_', ' ')}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_effects(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Paired differences from the base configuration with their CIs (points of accuracy)."""
+    rows = [r for r in rows if "difference" in r]
+    fig = Figure(figsize=(7, 0.45 * len(rows) + 1.6))
+    ax = fig.subplots()
+    for i, row in enumerate(rows):
+        d = row["difference"] * 100
+        lo, hi = row["ci"][0] * 100, row["ci"][1] * 100
+        significant = row.get("p_adjusted", 1) < 0.05
+        ax.errorbar(d, i, xerr=[[d - lo], [hi - d]], fmt="o", capsize=3,
+                    color="#d62728" if significant else "#1f77b4")
+        ax.text(hi, i, f"  p={row.get('p_adjusted', float('nan')):.2g}", va="center", fontsize=8)
+    ax.axvline(0, color="#555", lw=1)
+    ax.set_yticks(range(len(rows)), [r["config"] for r in rows])
+    ax.set_xlabel("difference from base, accuracy points (95% CI); red: p < 0.05 after Holm")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or "ablation", fontsize=10)
     return _save(fig, path)

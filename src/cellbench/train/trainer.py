@@ -243,7 +243,8 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
 def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
                 data_cfg: DataConfig | None = None, *, run_dir: str | Path | None = None,
                 resume: bool = False, progress: Any = None, verbose: bool = False,
-                callbacks: tuple[Callback, ...] = ()) -> FittedModel:
+                callbacks: tuple[Callback, ...] = (),
+                on_iteration: Any = None) -> FittedModel:
     """Fit ``train_cfg.model`` on ``split.train`` (early stopping on ``split.val``).
 
     Parameters
@@ -262,6 +263,8 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
         Shared display; otherwise a bar of its own when ``verbose``.
     callbacks : tuple of Callback
         Extra callbacks for networks (e.g. a tuning pruner).
+    on_iteration : callable, optional
+        ``(value, iteration)`` hook for boosted trees (tuning reports through it).
     """
     data_cfg = data_cfg or DataConfig()
     spec = MODELS.get(train_cfg.model)
@@ -280,7 +283,11 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
     start = time.perf_counter()
     history, best_epoch, stop_reason, info = History(), 0, None, {}
     if isinstance(model, BaseModel):
-        model.fit(X_train, y_train, X_val, y_val)
+        model.on_iteration = on_iteration
+        try:
+            model.fit(X_train, y_train, X_val, y_val)
+        finally:
+            model.on_iteration = None
         info = model.fit_info()
     else:
         cbs: list[Callback] = [EarlyStopping(effective_monitor(train_cfg, X_val is not None),

@@ -1,0 +1,175 @@
+"""Tuning benchmark: tuned MLP vs tuned LightGBM at equal budgets; pruning vs no pruning.
+
+Datasets (the CLI does the work; this script runs it and reads the studies):
+
+* lymphoma_flowcytometric, stratified cell split (no patient ids exist);
+* deepcytof_multicenter, split by sample, on a fixed subsample of 4,000 labelled cells per
+  sample (64,000 cells) so that 100-trial studies fit in the time of a benchmark run.
+
+For each dataset:
+
+1. MLP and LightGBM each tuned for the same wall-clock budget (``--timeout``), TPE with the
+   Hyperband pruner; the best configuration is then tested once (3 seeds).
+2. The MLP tuned for 100 trials without pruning (the reference best) and 100 trials with
+   Hyperband; for each study, the elapsed time until its best-so-far validation accuracy came
+   within 0.3 points of the no-pruning 100-trial best.
+
+Usage: python bench/tuning/run.py [--report-only] [--budget 10m]   (needs ../shared/data)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from optuna.trial import TrialState
+
+HERE = Path(__file__).parent
+WORK = HERE / "_work"
+DATA = Path("../shared/data")
+TOLERANCE = 0.003
+
+
+def subsample_deepcytof() -> Path:
+    path = WORK / "deepcytof_4000_per_sample.parquet"
+    if not path.is_file():
+        df = pd.read_parquet(DATA / "deepcytof_multicenter" / "deepcytof_multicenter.parquet")
+        df = df[df["label"] != 0]
+        df = df.groupby("sample", group_keys=False).apply(
+            lambda g: g.sample(4000, random_state=0))
+        df.to_parquet(path, index=False)
+    return path
+
+
+def datasets() -> dict[str, str]:
+    return {
+        "lymphoma": (f"{DATA}/lymphoma_flowcytometric/lymphoma_flowcytometric.parquet "
+                     "--target label --test-size 0.15 --val-size 0.15"),
+        "deepcytof": (f"{subsample_deepcytof()} --target label --groups sample "
+                      "--transform arcsinh,standardize --cytometry mass"),
+    }
+
+
+def run(command: str) -> float:
+    print(f"$ {command}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(shlex.split(command), check=True)
+    return time.perf_counter() - start
+
+
+def trials_of(out: Path, model: str) -> list:
+    import optuna
+
+    from cellbench.tune.study import TuneSettings, make_storage
+
+    storage = make_storage(None, out, TuneSettings())
+    return optuna.load_study(study_name=f"cellbench-{model}", storage=storage).get_trials()
+
+
+def time_to_target(trials: list, target: float) -> tuple[float | None, int | None]:
+    """Seconds from the first trial's start until best-so-far >= target (and the trial)."""
+    trials = [t for t in trials if t.datetime_start is not None]
+    start = min(t.datetime_start for t in trials)
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                  key=lambda t: t.datetime_complete)
+    for t in done:
+        if t.value >= target:
+            return (t.datetime_complete - start).total_seconds(), t.number
+    return None, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--budget", default="10m")
+    parser.add_argument("--trials", type=int, default=100)
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    sets = datasets()
+    common = "--max-epochs 20 --quiet --final-seeds 3"
+    commands = {}
+    for name, data in sets.items():
+        for model in ("mlp", "lightgbm"):
+            commands[f"{name}-{model}-budget"] = (
+                f"cellbench tune {data} -m {model} --trials 100000 --timeout {args.budget} "
+                f"--pruner hyperband {common} --out {WORK}/{name}-{model}-budget")
+        for pruner in ("none", "hyperband"):
+            commands[f"{name}-mlp-{pruner}"] = (
+                f"cellbench tune {data} -m mlp --trials {args.trials} --pruner {pruner} "
+                f"{common} --out {WORK}/{name}-mlp-{pruner}")
+    walls_file = WORK / "walls.json"
+    if args.report_only:
+        walls = json.loads(walls_file.read_text())
+    else:
+        walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
+        for key, cmd in commands.items():
+            if key in walls:
+                continue  # finished in an earlier invocation
+            out = WORK / key
+            if out.exists():
+                shutil.rmtree(out)
+            walls[key] = run(cmd)
+            walls_file.write_text(json.dumps(walls))
+
+    lines = ["# Tuning benchmark", "", "Produced by `python bench/tuning/run.py "
+             f"--budget {args.budget} --trials {args.trials}`. Commands, verbatim:", ""]
+    lines += [f"- `{cmd}` ({walls[key] / 60:.1f} min wall)" for key, cmd in commands.items()]
+    for name in sets:
+        lines += ["", f"## {name}", "", "### Tuned MLP vs tuned LightGBM, same budget "
+                  f"({args.budget} of tuning each, then 3 seeds on the test part)", "",
+                  "| model | trials (complete / pruned) | best validation acc. | test accuracy "
+                  "%, first seed (95% CI) | mean ± sd over 3 seeds | tuned vs default |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for model in ("mlp", "lightgbm"):
+            res = json.loads((WORK / f"{name}-{model}-budget" / "tune_results.json").read_text())
+            tuned = next(m for m in res["final"] if m["model"] == "tuned")
+            acc = tuned["test"]["accuracy"]
+            verdict = res["tuned_vs_default"]["rows"][0]["verdict"].split("->")[-1].strip()
+            spread = tuned.get("across_units", {}).get("accuracy")
+            spread_text = (f"{spread['mean'] * 100:.2f} ± {spread['sd'] * 100:.2f}" if spread
+                           else "-")
+            lines.append(f"| {model} | {res['trials']['complete']} / {res['trials']['pruned']} "
+                         f"| {res['best']['value']:.4f} | {acc['value'] * 100:.2f} "
+                         f"({acc['ci'][0] * 100:.2f}-{acc['ci'][1] * 100:.2f}) | {spread_text} "
+                         f"| {verdict} |")
+        ref_trials = trials_of(WORK / f"{name}-mlp-none", "mlp")
+        best = max(t.value for t in ref_trials if t.state == TrialState.COMPLETE)
+        target = best - TOLERANCE
+        lines += ["", f"### Pruning vs no pruning (MLP, {args.trials} trials each)", "",
+                  f"No-pruning best validation accuracy {best:.4f}; target {target:.4f} "
+                  "(within 0.3 points).", "",
+                  "| pruner | trials complete / pruned | time to target | at trial | "
+                  "total time |", "|---|---:|---:|---:|---:|"]
+        times = {}
+        for pruner in ("none", "hyperband"):
+            trials = trials_of(WORK / f"{name}-mlp-{pruner}", "mlp")
+            seconds, number = time_to_target(trials, target)
+            times[pruner] = seconds
+            complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            pruned = sum(t.state == TrialState.PRUNED for t in trials)
+            starts = [t.datetime_start for t in trials if t.datetime_start]
+            ends = [t.datetime_complete for t in trials if t.datetime_complete]
+            total = (max(ends) - min(starts)).total_seconds()
+            lines.append(f"| {pruner} | {complete} / {pruned} | "
+                         + (f"{seconds:.0f} s" if seconds is not None else "not reached")
+                         + f" | {number if number is not None else '-'} | {total:.0f} s |")
+        if times["none"] and times["hyperband"]:
+            ratio = times["hyperband"] / times["none"]
+            lines += ["", f"Pruning reached the target in **{ratio:.0%}** of the no-pruning "
+                      "time (acceptance: <= 50 % on at least one dataset)."]
+        elif times["hyperband"] is None:
+            lines += ["", "With pruning the target was **not reached** in "
+                      f"{args.trials} trials."]
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Is model A better than model B on this data? Paired tests, the right unit, verdicts in words.
+
+The unit of a test is chosen so its observations are independent enough to trust:
+
+``groups``
+    When the data have patients/samples: each group's accuracy under A and under B
+    (averaged over seeds), Wilcoxon signed-rank over groups. Cells of one patient are not
+    independent, so a cell-level test would overstate the evidence.
+``runs``
+    Several seeds and/or folds, no groups: the metric of each (seed, fold) run, Nadeau and
+    Bengio's corrected resampled t-test (training sets overlap across folds).
+``cells``
+    One run on one test set, no groups: McNemar's exact test on the cells both models saw.
+
+Several models against one reference: Holm's correction. A difference is called an
+improvement only when the adjusted p-value is below alpha.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from ..exceptions import InvalidParameterError
+from .stats import (
+    PairedResult,
+    corrected_resampled_ttest,
+    holm,
+    mcnemar_exact,
+    wilcoxon_signed_rank,
+)
+
+__all__ = ["Run", "compare_to_reference", "verdict"]
+
+UNITS = ("auto", "groups", "runs", "cells")
+
+
+@dataclass
+class Run:
+    """One trained model's test predictions: which seed, which split, which rows."""
+
+    seed: int
+    split: str
+    index: np.ndarray  # test rows
+    proba: np.ndarray  # (n_test, n_classes)
+    n_train: int
+
+
+def _metric(y: np.ndarray, pred: np.ndarray, metric: str) -> float:
+    if metric == "accuracy":
+        return float(np.mean(pred == y))
+    recalls = [np.mean(pred[y == k] == k) for k in np.unique(y)]
+    return float(np.mean(recalls))
+
+
+def _by_key(runs: Sequence[Run]) -> dict[tuple[int, str], Run]:
+    return {(r.seed, r.split): r for r in runs}
+
+
+def _paired_keys(a: Sequence[Run], b: Sequence[Run]) -> list[tuple[Run, Run]]:
+    """Pair runs on (seed, split); a deterministic model (one seed) pairs with every seed."""
+    ka, kb = _by_key(a), _by_key(b)
+    seeds_a = {s for s, _ in ka}
+    seeds_b = {s for s, _ in kb}
+    pairs = []
+    for seed in sorted(seeds_a | seeds_b):
+        for split in sorted({sp for _, sp in ka} & {sp for _, sp in kb}):
+            ra = ka.get((seed, split)) or (ka.get((min(seeds_a), split))
+                                           if len(seeds_a) == 1 else None)
+            rb = kb.get((seed, split)) or (kb.get((min(seeds_b), split))
+                                           if len(seeds_b) == 1 else None)
+            if ra is not None and rb is not None:
+                pairs.append((ra, rb))
+    return pairs
+
+
+def _group_accuracy(runs: Sequence[Run], y: np.ndarray, groups: np.ndarray) -> dict[Any, float]:
+    """Cell accuracy per group, averaged over the seeds that tested it."""
+    totals: dict[Any, list[float]] = {}
+    for run in runs:
+        correct = run.proba.argmax(1) == y[run.index]
+        g = groups[run.index]
+        for gid in np.unique(g):
+            totals.setdefault(gid, []).append(float(correct[g == gid].mean()))
+    return {gid: float(np.mean(v)) for gid, v in totals.items()}
+
+
+def paired_test(a: Sequence[Run], b: Sequence[Run], y: np.ndarray,
+                groups: np.ndarray | None, unit: str = "auto",
+                metric: str = "accuracy") -> PairedResult:
+    """Test model A against model B (difference = A - B) on the unit ``unit``."""
+    if unit not in UNITS:
+        raise InvalidParameterError(f"test unit must be one of {', '.join(UNITS)}; got "
+                                    f"{unit!r}.")
+    pairs = _paired_keys(a, b)
+    if not pairs:
+        raise InvalidParameterError("models must share at least one split to be compared; "
+                                    "these have none in common.")
+    if unit == "auto":
+        unit = "groups" if groups is not None else ("runs" if len(pairs) > 1 else "cells")
+    if unit == "groups":
+        if groups is None:
+            raise InvalidParameterError("test unit 'groups' needs groups (--groups); the data "
+                                        "have none.")
+        ga = _group_accuracy([p[0] for p in pairs], y, groups)
+        gb = _group_accuracy([p[1] for p in pairs], y, groups)
+        common = sorted(set(ga) & set(gb), key=str)
+        diffs = np.array([ga[g] - gb[g] for g in common])
+        result = wilcoxon_signed_rank(diffs, unit="groups")
+        return PairedResult(result.test, result.difference, result.ci, result.p_value,
+                            result.n, "groups", result.detectable,
+                            "per-group cell accuracy" + (
+                                "" if metric == "accuracy" else f" (not {metric})"))
+    if unit == "runs":
+        diffs = []
+        n_train, n_test = [], []
+        for ra, rb in pairs:
+            if not np.array_equal(ra.index, rb.index):
+                raise InvalidParameterError("paired runs must test the same rows; they do not.")
+            yt = y[ra.index]
+            diffs.append(_metric(yt, ra.proba.argmax(1), metric)
+                         - _metric(yt, rb.proba.argmax(1), metric))
+            n_train.append(ra.n_train)
+            n_test.append(len(ra.index))
+        return corrected_resampled_ttest(np.array(diffs), float(np.mean(n_train)),
+                                         float(np.mean(n_test)))
+    # cells: one test set
+    ra, rb = pairs[0]
+    yt = y[ra.index]
+    result = mcnemar_exact(ra.proba.argmax(1) == yt, rb.proba.argmax(1) == yt)
+    note = "" if len(pairs) == 1 else f"first of {len(pairs)} runs only"
+    if groups is not None:
+        note = (note + "; " if note else "") + ("cells treated as independent although they "
+                                                 "come from patients/samples")
+    return PairedResult(result.test, result.difference, result.ci, result.p_value, result.n,
+                        "cells", result.detectable, note)
+
+
+def _needed(result: PairedResult, min_effect: float) -> str:
+    """How much more data would detect ``min_effect`` (80 % power, two-sided 5 %)."""
+    if result.detectable is None or result.n < 2 or not np.isfinite(result.detectable):
+        return ""
+    z = norm.ppf(0.975) + norm.ppf(0.8)
+    scale = result.detectable / z  # standard error now
+    if result.test == "corrected_t":
+        # se^2 = var * (1/J + r): only the 1/J part shrinks with more runs
+        return (f"about {result.detectable * 100:.2f} points is detectable with "
+                f"{result.n} runs")
+    n_needed = int(np.ceil(result.n * (scale * z / min_effect) ** 2))
+    what = {"groups": "patients/samples", "cells": "test cells"}.get(result.unit, result.unit)
+    return (f"would need about {n_needed:,} {what} to detect {min_effect * 100:.1f} points; "
+            f"{result.detectable * 100:.2f} points is detectable with {result.n:,}")
+
+
+def _describe_test(result: PairedResult, n_seeds: int, n_splits: int, group_name: str) -> str:
+    if result.test == "corrected_t":
+        return f"corrected t, {n_seeds} seeds x {n_splits} folds"
+    if result.test == "wilcoxon":
+        return f"Wilcoxon signed-rank over {result.n} {group_name}"
+    return f"McNemar exact, {result.n:,} cells"
+
+
+def verdict(a: str, b: str, result: PairedResult, p_adjusted: float, alpha: float,
+            test_text: str, min_effect: float) -> str:
+    """One line: difference, CI, p, test, and what it means."""
+    diff, (lo, hi) = result.difference * 100, (result.ci[0] * 100, result.ci[1] * 100)
+    p_text = f"p = {p_adjusted:.3g}" if np.isfinite(p_adjusted) else "p undefined"
+    head = f"{a} vs {b}: {diff:+.2f} points [{lo:+.2f}, {hi:+.2f}], {p_text} ({test_text})"
+    if np.isfinite(p_adjusted) and p_adjusted < alpha:
+        return f"{head} -> {a if diff > 0 else b} is better"
+    need = _needed(result, min_effect)
+    return (f"{head} -> no detectable difference at this sample size"
+            + (f" ({need})" if need else ""))
+
+
+def compare_to_reference(runs: Mapping[str, Sequence[Run]], y: np.ndarray,
+                         groups: np.ndarray | None, *, reference: str | None = None,
+                         unit: str = "auto", metric: str = "accuracy", alpha: float = 0.05,
+                         min_effect: float = 0.005, group_name: str = "groups",
+                         pooled: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Test every model against ``reference`` (default: the best pooled metric).
+
+    Returns a dict with the reference, unit, alpha and one row per other model: the paired
+    result, the Holm-adjusted p-value and a verdict line.
+    """
+    models = list(runs)
+    if len(models) < 2:
+        return {"rows": [], "reference": models[0] if models else None}
+    if reference is None:
+        scores = pooled or {m: np.mean([_metric(y[r.index], r.proba.argmax(1), metric)
+                                        for r in runs[m]]) for m in models}
+        reference = max(models, key=lambda m: scores[m])
+    if reference not in runs:
+        raise InvalidParameterError(f"reference must be one of the compared models "
+                                    f"({', '.join(models)}); got {reference!r}.")
+    others = [m for m in models if m != reference]
+    results = [paired_test(runs[m], runs[reference], y, groups, unit, metric) for m in others]
+    raw = np.array([r.p_value for r in results])
+    finite = np.isfinite(raw)
+    adjusted = raw.copy()
+    if finite.any():
+        adjusted[finite] = holm(raw[finite])
+    n_seeds = max(len({r.seed for r in runs[m]}) for m in models)
+    n_splits = len({r.split for r in runs[reference]})
+    rows = []
+    for model, result, p_adj in zip(others, results, adjusted, strict=True):
+        text = _describe_test(result, n_seeds, n_splits, group_name)
+        rows.append({"model": model, **result.to_dict(), "p_adjusted": float(p_adj),
+                     "verdict": verdict(model, reference, result, float(p_adj), alpha, text,
+                                        min_effect)})
+    used = results[0].unit if results else unit
+    return {"reference": reference, "metric": metric, "unit": used, "alpha": alpha,
+            "correction": "holm" if len(others) > 1 else "none", "rows": rows}
