@@ -1,8 +1,8 @@
 """Build the bundled image example from ../shared/data/nih_malaria_50px_gray.
 
 A balanced subset: slides are drawn at random and their cells taken until each class has 800
-images, so the slide grouping stays meaningful; 50 x 50 8-bit grayscale, as stored. Run from the repository
-root: python scripts/make_image_example.py
+images, so the slide grouping stays meaningful; 50 x 50 8-bit grayscale, as stored. Run from
+the repository root: python scripts/make_image_example.py
 """
 
 from pathlib import Path
