@@ -10,8 +10,8 @@
    the one best on *validation* is reported on test against MedMNIST's ResNet-18 (28):
    ACC 0.863, AUC 0.901.
 
-Usage: python bench/images/run.py [--report-only]   (needs ../shared/data; about an hour on
-2 CPU cores)
+Usage: python bench/images/run.py [--report-only] [--force]   (needs ../shared/data; about an
+hour on 2 CPU cores). A run whose results.json exists is kept unless --force is given.
 """
 
 from __future__ import annotations
@@ -115,8 +115,11 @@ def main() -> None:
     if "--report-only" in sys.argv:
         walls = json.loads(walls_file.read_text())
     else:
-        walls = {}
+        walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
         for name, cmd in RUNS.items():
+            if (WORK / name / "results.json").exists() and "--force" not in sys.argv:
+                print(f"{name}: kept (results.json exists; --force reruns)")
+                continue
             walls[name] = run(name, cmd)
             walls_file.write_text(json.dumps(walls))
     mal = json.loads((WORK / "malaria" / "results.json").read_text())
