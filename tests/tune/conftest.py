@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory):
+def postgres_url():
     pytest.importorskip("psycopg2", reason=HOW)
     bin_dir = _bin_dir()
     if bin_dir is None:
         pytest.skip(HOW)
-    base = tmp_path_factory.mktemp("postgres")
+    # Not under pytest's tmp_path: its root is private to the user running pytest, so the
+    # postgres account could not reach a data directory inside it when we run as root.
+    base = Path(tempfile.mkdtemp(prefix="cellbench-pg-"))
     data, sockets = base / "data", base / "sock"
     sockets.mkdir()
     prefix: list[str] = []
@@ -47,7 +50,10 @@ def postgres_url(tmp_path_factory):
     port = _free_port()
 
     def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)
+        done = subprocess.run([*prefix, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:1])} failed ({done.returncode}): "
+                               f"{done.stderr.strip() or done.stdout.strip()}")
 
     run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "cellbench",
         "--no-sync")
@@ -60,3 +66,4 @@ def postgres_url(tmp_path_factory):
     finally:
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
