@@ -170,6 +170,8 @@ def test_ablate_runs_factors_against_the_base(tiny_csv, tmp_path):
     assert "difference" not in rows[0] and "p_adjusted" in rows[1]
     assert summary["comparisons"]["reference"] == "base"
     assert (out / "ablation.png").is_file()
+    assert rows[1]["runs"] == 6  # 3 folds x 2 seeds: the mean the difference is built from
+    assert "mean ± sd over 6 runs" in " ".join(result.output.split())
     assert "ablation of cnn1d-seed" in result.output and "optimizer=asgd vs base" in \
         result.output
     asgd = torch.load(out / "units" / "optimizer_asgd" / "seed0" / "fold1" / "model.pt",

@@ -816,8 +816,12 @@ def print_ablation(summary: dict[str, Any], rows: Sequence[dict[str, Any]], cons
     unit = comparisons.get("unit", "-")
     table = Table(title=f"ablation of {summary['ablation']['model']} ({unit} as the test unit)",
                   title_justify="left")
-    for col in ("configuration", "accuracy % (95% CI)", "mean ± sd over runs",
-                "difference vs base, points [95% CI]", "p (Holm)"):
+    # The mean over every run (folds x seeds) is what the paired difference is built from, so
+    # it comes first; the pooled CI is the first seed's alone and can rank differently.
+    runs = max((row.get("runs") or 1 for row in rows), default=1)
+    for col in (("configuration", f"accuracy %, mean ± sd over {runs} runs",
+                 "difference vs base, points [95% CI]", "p (Holm)",
+                 "first seed, pooled (95% CI)")):
         table.add_column(col, justify="left" if col == "configuration" else "right")
     for row in rows:
         diff = (f"{row['difference'] * 100:+.2f} [{row['ci'][0] * 100:+.2f}, "
@@ -825,7 +829,7 @@ def print_ablation(summary: dict[str, Any], rows: Sequence[dict[str, Any]], cons
         p = f"{row['p_adjusted']:.3g}" if "p_adjusted" in row else ""
         spread = (f"{row['mean'] * 100:.2f} ± {row['sd'] * 100:.2f}" if row["sd"] is not None
                   else f"{row['mean'] * 100:.2f}")
-        table.add_row(row["config"], _fmt(row["accuracy"]), spread, diff, p)
+        table.add_row(row["config"], spread, diff, p, _fmt(row["accuracy"]))
     console.print(table)
     print_verdicts(comparisons, console)
 
