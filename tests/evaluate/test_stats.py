@@ -111,6 +111,21 @@ def test_verdicts_say_better_or_no_detectable_difference():
     assert "points is detectable" in rows[other]["verdict"]
 
 
+def test_verdict_with_too_few_groups_says_no_test_can_decide():
+    from cellbench.evaluate.compare import verdict
+    from cellbench.evaluate.stats import PairedResult
+
+    two = PairedResult("wilcoxon", -0.0003, (-0.0009, 0.0002), 1.0, 2, "groups", 0.0016)
+    line = verdict("tuned", "default", two, 1.0, 0.05, "Wilcoxon signed-rank over 2 groups",
+                   0.005)
+    assert "no test over 2 patients/samples can reach p < 0.05" in line
+    assert "smallest possible Wilcoxon p is 0.5" in line and "at least 6 are needed" in line
+    # Enough groups to decide, but a power formula that would ask for fewer than 6: never.
+    five_big = PairedResult("wilcoxon", 0.001, (-0.01, 0.02), 0.5, 6, "groups", 0.0001)
+    assert "would need about 6 patients/samples" in verdict("a", "b", five_big, 0.5, 0.05,
+                                                            "W", 0.005)
+
+
 @pytest.mark.slow
 def test_corrected_t_false_positive_rate_on_equally_good_models():
     """Two deterministic learners with the same expected accuracy (nearest centroid on

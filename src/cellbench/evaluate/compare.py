@@ -37,6 +37,7 @@ from .stats import (
 __all__ = ["Run", "compare_to_reference", "verdict"]
 
 UNITS = ("auto", "groups", "runs", "cells")
+_UNIT_WORDS = {"groups": "patients/samples", "cells": "test cells"}
 
 
 @dataclass
@@ -140,8 +141,19 @@ def paired_test(a: Sequence[Run], b: Sequence[Run], y: np.ndarray,
                         "cells", result.detectable, note)
 
 
-def _needed(result: PairedResult, min_effect: float) -> str:
+def _wilcoxon_min_n(alpha: float) -> int:
+    """Fewest pairs for which an exact two-sided Wilcoxon test can give p < alpha (2 / 2^n)."""
+    return int(np.floor(np.log2(2 / alpha))) + 1
+
+
+def _needed(result: PairedResult, min_effect: float, alpha: float = 0.05) -> str:
     """How much more data would detect ``min_effect`` (80 % power, two-sided 5 %)."""
+    if result.test == "wilcoxon" and result.n < _wilcoxon_min_n(alpha):
+        # The power formula below would happily promise a detection the test cannot deliver:
+        # with n pairs the smallest possible exact two-sided p-value is 2 / 2^n.
+        return (f"no test over {result.n} {_UNIT_WORDS['groups']} can reach p < {alpha:g}: "
+                f"the smallest possible Wilcoxon p is {2 / 2 ** result.n:.3g}; at least "
+                f"{_wilcoxon_min_n(alpha)} are needed")
     if result.detectable is None or result.n < 2 or not np.isfinite(result.detectable):
         return ""
     z = norm.ppf(0.975) + norm.ppf(0.8)
@@ -151,7 +163,9 @@ def _needed(result: PairedResult, min_effect: float) -> str:
         return (f"about {result.detectable * 100:.2f} points is detectable with "
                 f"{result.n} runs")
     n_needed = int(np.ceil(result.n * (scale * z / min_effect) ** 2))
-    what = {"groups": "patients/samples", "cells": "test cells"}.get(result.unit, result.unit)
+    if result.test == "wilcoxon":
+        n_needed = max(n_needed, _wilcoxon_min_n(alpha))
+    what = _UNIT_WORDS.get(result.unit, result.unit)
     return (f"would need about {n_needed:,} {what} to detect {min_effect * 100:.1f} points; "
             f"{result.detectable * 100:.2f} points is detectable with {result.n:,}")
 
@@ -172,7 +186,7 @@ def verdict(a: str, b: str, result: PairedResult, p_adjusted: float, alpha: floa
     head = f"{a} vs {b}: {diff:+.2f} points [{lo:+.2f}, {hi:+.2f}], {p_text} ({test_text})"
     if np.isfinite(p_adjusted) and p_adjusted < alpha:
         return f"{head} -> {a if diff > 0 else b} is better"
-    need = _needed(result, min_effect)
+    need = _needed(result, min_effect, alpha)
     return (f"{head} -> no detectable difference at this sample size"
             + (f" ({need})" if need else ""))
 
