@@ -61,6 +61,30 @@ def test_compare_writes_results_and_reuses_finished_units(tmp_path, tiny_csv):
     assert all(m["reused_units"] == m["units"] for m in summary["models"])
 
 
+def test_labelled_models_and_a_chosen_reference(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    base = ["compare", tiny_csv, "--target", "label", "--groups", "donor", "--cv", "3",
+            "--max-epochs", "2", "--out", out, "--quiet"]
+    result = invoke(*base, "--models", "majority,small=mlp(width=16,depth=1)",
+                    "--reference", "small")
+    assert result.exit_code == 0, result.output
+    assert "paired tests against small" in result.output and "majority vs small:" in \
+        result.output
+    summary = json.loads((out / "results.json").read_text())
+    small = summary["models"][1]
+    assert (small["model"], small["spec"]) == ("small", "mlp(width=16,depth=1)")
+    assert (out / "units" / "mlp_width_16_depth_1" / "seed0" / "fold1" / "result.json").is_file()
+    # renaming a model is not a new model: its finished runs are reused
+    again = invoke(*base, "--models", "majority,tiny=mlp(width=16,depth=1)")
+    assert again.exit_code == 0, again.output
+    tiny = json.loads((out / "results.json").read_text())["models"][1]
+    assert tiny["model"] == "tiny" and tiny["reused_units"] == tiny["units"] == 3
+    typo = invoke(*base, "--models", "majority,tiny=mlp(width=16,depth=1)", "--reference", "tiyn")
+    assert typo.exit_code == 2 and "Did you mean 'tiny'?" in typo.output
+    clash = invoke(*base, "--models", "a=lda,a=mlp")
+    assert clash.exit_code == 2 and "'a' repeats" in clash.output
+
+
 def test_compare_refuses_a_run_directory_on_other_data(tmp_path, tiny_csv):
     out = tmp_path / "run"
     base = ["compare", tiny_csv, "--target", "label", "--groups", "donor", "--models", "lda",

@@ -21,3 +21,18 @@ def test_readme_starts_with_the_two_commands():
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_example_runs(block):
     exec(compile(block, str(README), "exec"), {})
+
+
+EXAMPLES = sorted((README.parent / "examples").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem + "-" + p.parent.name for p in EXAMPLES])
+def test_example_configs_name_real_models_and_a_listed_reference(path):
+    """The seeds' experiments need ../shared data to run; their configs must at least be valid."""
+    from cellbench._config import RunConfig
+    from cellbench.jobs import parse_models
+
+    cfg = RunConfig.from_yaml(path.read_text(encoding="utf-8"))
+    labels = [m.label for m in parse_models(cfg.models)]
+    assert cfg.reference is None or cfg.reference in labels
+    assert cfg.data.path and str(cfg.data.path).startswith("../shared/data/")

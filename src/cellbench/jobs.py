@@ -37,6 +37,7 @@ from ._utils import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    did_you_mean,
     format_list,
     split_top_level,
     to_builtin,
@@ -142,10 +143,12 @@ class ModelChoice:
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (ablations)
+    spec: str = ""  # name(args) without a label; "" when the label is the spec
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("_")
+        """Folder of the model's units: from the spec, so renaming a model reuses its runs."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec or self.label).strip("_")
 
 
 def _parse_value(text: str) -> Any:
@@ -166,15 +169,19 @@ def parse_models(items: Sequence[str]) -> list[ModelChoice]:
 
     Commas separate models except inside parentheses; values are read as YAML (``a/b`` is a
     pair). Arguments of the model go to the model; training settings (optimizer, lr,
-    weight_decay, augment, ...) apply to that model only.
+    weight_decay, augment, ...) apply to that model only. ``label=spec`` names a model in
+    tables and verdicts, e.g. ``post=cnn1d-seed(optimizer=asgd,lr=0.01)``.
     """
     parts = [part for item in items for part in split_top_level(item)]
     choices, seen = [], set()
-    for raw in parts:
+    for entry in parts:
+        labelled = re.fullmatch(r"\s*([\w.+/-]+)\s*=\s*([\w.-]+(?:\(.*\))?)\s*", entry)
+        label, raw = (labelled.group(1), labelled.group(2)) if labelled else (None, entry)
         match = re.fullmatch(r"([\w.-]+)(?:\((.*)\))?", raw)
         if not match:
             raise InvalidParameterError(
-                f"model must look like name or name(key=value,...); got {raw!r}."
+                f"model must look like name, name(key=value,...) or label=name(...); got "
+                f"{entry!r}."
             )
         name, args = match.group(1), match.group(2)
         params = set(model_arguments(name))  # unknown names raise with a suggestion
@@ -197,15 +204,18 @@ def parse_models(items: Sequence[str]) -> list[ModelChoice]:
                     f"{key!r} in {raw!r} must be an argument of {name!r} ({', '.join(valid)}) "
                     f"or a training setting ({', '.join(TRAIN_FACTORS)})."
                 )
-        if raw in seen:
-            raise InvalidParameterError(f"models must be listed once each; {raw!r} repeats.")
-        seen.add(raw)
+        for key in (raw, label):
+            if key in seen:
+                raise InvalidParameterError(f"models must be listed once each; {key!r} "
+                                            "repeats. Give each a different label or spec.")
+            if key is not None:
+                seen.add(key)
         if train:
             try:
                 TrainConfig().replace(**train)
             except InvalidParameterError as exc:
                 raise InvalidParameterError(f"in {raw!r}: {exc}") from exc
-        choices.append(ModelChoice(raw, name, kwargs, train))
+        choices.append(ModelChoice(label or raw, name, kwargs, train, raw if label else ""))
     if not choices:
         raise InvalidParameterError("models must name at least one model; got none.")
     return choices
@@ -354,6 +364,7 @@ def _aggregate(ds: Dataset, choice: ModelChoice, units: list[dict],
                unit_dirs: list[Path]) -> dict:
     """Pool a model's test predictions over folds/seeds and summarise per-fold values."""
     out: dict[str, Any] = {"model": choice.label, "name": choice.name,
+                           "spec": choice.spec or choice.label, "slug": choice.slug,
                            "n_params": int(units[0]["n_params"]),
                            "fit_seconds": float(np.mean([u["fit_seconds"] for u in units])),
                            "units": len(units),
@@ -461,6 +472,13 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *, console: Any =
     if choices is None:
         choices = parse_models(cfg.models or (DEFAULT_IMAGE_MODELS if ds.kind == "image"
                                               else DEFAULT_TABLE_MODELS))
+    labels = [c.label for c in choices]
+    if cfg.reference is not None and cfg.reference not in labels:
+        # Checked before training: a typo here must not cost the whole run.
+        guess = did_you_mean(cfg.reference, labels)
+        raise InvalidParameterError(
+            f"reference must be one of the compared models ({', '.join(labels)}); got "
+            f"{cfg.reference!r}." + (f" Did you mean {guess!r}?" if guess else ""))
     splits = make_splits(ds, cfg.split)
     issues = list(ds.issues)
     if ds.kind == "table":
