@@ -577,7 +577,9 @@ def print_verdicts(comparisons: dict | None, console: Any) -> None:
     if not comparisons or not comparisons.get("rows"):
         return
     unit = {"groups": "patients/samples (each group's accuracy)",
-            "runs": "runs (seed x fold), corrected resampled t",
+            "runs": ("seeds on one split, seed and test-cell variation"
+                     if any(r.get("test") == "seed_cell_t" for r in comparisons["rows"])
+                     else "runs (seed x fold), corrected resampled t"),
             "cells": "test cells (one run)"}.get(comparisons["unit"], comparisons["unit"])
     adj = ", Holm-adjusted" if comparisons["correction"] == "holm" else ""
     console.print(f"\n[bold]paired tests against {comparisons['reference']}[/] on "

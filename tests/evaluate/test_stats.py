@@ -13,6 +13,7 @@ from cellbench.evaluate.stats import (
     corrected_resampled_ttest,
     holm,
     mcnemar_exact,
+    seed_cell_ttest,
     wilcoxon_signed_rank,
 )
 
@@ -94,6 +95,49 @@ def test_paired_test_picks_the_unit():
     groups = np.repeat(np.arange(40), 20)
     result = paired_test(a, b, y, groups)
     assert result.unit == "groups" and result.n == 40 and result.test == "wilcoxon"
+
+
+def test_seed_cell_t_is_the_paired_t_over_cells_when_seeds_agree():
+    rng = np.random.default_rng(5)
+    a = rng.random(400) < 0.85
+    b = rng.random(400) < 0.80
+    ref = stats.ttest_rel(a.astype(float), b.astype(float))
+    for copies in (1, 3):  # one seed, or three seeds that trained the same network
+        result = seed_cell_ttest(np.tile(a, (copies, 1)), np.tile(b, (copies, 1)))
+        assert result.p_value == pytest.approx(ref.pvalue, abs=1e-6)
+        ci = ref.confidence_interval(0.95)
+        assert result.ci == pytest.approx((ci.low, ci.high), abs=1e-6)
+        assert result.n == copies and result.test == "seed_cell_t"
+
+
+def test_seeds_on_one_split_count_both_seed_and_cell_variation():
+    """Seed 000 without batch norm: one seed of three stuck at chance. The test must see that
+    spread (a t over cells of the averaged predictions would not), and must see the cells'
+    sampling noise (a t over the three seed accuracies would not)."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    idx = np.arange(n)
+
+    def run(seed, acc):
+        pred = np.where(rng.random(n) < acc, y, 1 - y)
+        return Run(seed, "holdout", idx, np.eye(2)[pred], n_train=4 * n)
+
+    post = [run(s, 0.80) for s in range(3)]
+    unstable = [run(0, 0.80), run(1, 0.80), run(2, 0.50)]
+    result = paired_test(unstable, post, y, None)
+    assert result.test == "seed_cell_t" and result.unit == "runs"
+    assert result.difference == pytest.approx(-0.10, abs=0.02)
+    cells_only = seed_cell_ttest(np.ones((1, n)), np.ones((1, n)))  # sanity: no variation
+    assert cells_only.p_value == 1.0
+    averaged_a = np.mean([r.proba.argmax(1) == y for r in unstable], axis=0)
+    averaged_b = np.mean([r.proba.argmax(1) == y for r in post], axis=0)
+    cell_p = stats.ttest_rel(averaged_a, averaged_b).pvalue
+    assert cell_p < 1e-10 and result.p_value > 0.05  # the collapse could be a one-off
+    same = [run(s, 0.80) for s in range(3)]
+    close = paired_test(same, post, y, None)
+    # the sampling noise of 2000 cells alone keeps the CI at least +-2 points wide
+    assert close.ci[1] - close.ci[0] > 0.02 and close.p_value > 0.05
 
 
 def test_verdicts_say_better_or_no_detectable_difference():

@@ -7,8 +7,10 @@ The unit of a test is chosen so its observations are independent enough to trust
     (averaged over seeds), Wilcoxon signed-rank over groups. Cells of one patient are not
     independent, so a cell-level test would overstate the evidence.
 ``runs``
-    Several seeds and/or folds, no groups: the metric of each (seed, fold) run, Nadeau and
-    Bengio's corrected resampled t-test (training sets overlap across folds).
+    Several folds (and seeds), no groups: the metric of each (seed, fold) run, Nadeau and
+    Bengio's corrected resampled t-test (training sets overlap across folds). Several seeds
+    on one fixed split: a t-test whose variance adds the seed-to-seed spread and the
+    test-cell sampling spread (:func:`~cellbench.evaluate.stats.seed_cell_ttest`).
 ``cells``
     One run on one test set, no groups: McNemar's exact test on the cells both models saw.
 
@@ -31,6 +33,7 @@ from .stats import (
     corrected_resampled_ttest,
     holm,
     mcnemar_exact,
+    seed_cell_ttest,
     wilcoxon_signed_rank,
 )
 
@@ -116,6 +119,22 @@ def paired_test(a: Sequence[Run], b: Sequence[Run], y: np.ndarray,
                             result.n, "groups", result.detectable,
                             "per-group cell accuracy" + (
                                 "" if metric == "accuracy" else f" (not {metric})"))
+    if unit == "runs" and len({r.split for pair in pairs for r in pair}) == 1:
+        # Seeds on one fixed split: the training sets do not resample anything, so the
+        # Nadeau-Bengio correction does not apply; the test cells are the other sample.
+        index = pairs[0][0].index
+        if any(not np.array_equal(r.index, index) for pair in pairs for r in pair):
+            raise InvalidParameterError("paired runs must test the same rows; they do not.")
+        yt = y[index]
+        if metric != "accuracy":
+            note = f"accuracy (not {metric}): the seed-and-cell test is per cell"
+        else:
+            note = ""
+        result = seed_cell_ttest(np.array([ra.proba.argmax(1) == yt for ra, _ in pairs]),
+                                 np.array([rb.proba.argmax(1) == yt for _, rb in pairs]))
+        return PairedResult(result.test, result.difference, result.ci, result.p_value,
+                            result.n, "runs", result.detectable,
+                            "; ".join(x for x in (result.note, note) if x))
     if unit == "runs":
         diffs = []
         n_train, n_test = [], []
@@ -162,6 +181,9 @@ def _needed(result: PairedResult, min_effect: float, alpha: float = 0.05) -> str
         # se^2 = var * (1/J + r): only the 1/J part shrinks with more runs
         return (f"about {result.detectable * 100:.2f} points is detectable with "
                 f"{result.n} runs")
+    if result.test == "seed_cell_t":
+        return (f"about {result.detectable * 100:.2f} points is detectable with "
+                f"{result.n} seeds on this test set")
     n_needed = int(np.ceil(result.n * (scale * z / min_effect) ** 2))
     if result.test == "wilcoxon":
         n_needed = max(n_needed, _wilcoxon_min_n(alpha))
@@ -173,6 +195,8 @@ def _needed(result: PairedResult, min_effect: float, alpha: float = 0.05) -> str
 def _describe_test(result: PairedResult, n_seeds: int, n_splits: int, group_name: str) -> str:
     if result.test == "corrected_t":
         return f"corrected t, {n_seeds} seeds x {n_splits} folds"
+    if result.test == "seed_cell_t":
+        return f"t over {result.n} seeds and the test cells, one split"
     if result.test == "wilcoxon":
         return f"Wilcoxon signed-rank over {result.n} {group_name}"
     return f"McNemar exact, {result.n:,} cells"

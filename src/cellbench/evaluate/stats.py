@@ -25,8 +25,8 @@ from scipy.stats import binom, norm
 from scipy.stats import t as student_t
 
 __all__ = ["PairedResult", "cohens_dz", "confusion_bootstrap", "corrected_resampled_ttest",
-           "delong_ci", "holm", "mcnemar_exact", "percentile_ci", "wilcoxon_signed_rank",
-           "wilson_ci"]
+           "delong_ci", "holm", "mcnemar_exact", "percentile_ci", "seed_cell_ttest",
+           "wilcoxon_signed_rank", "wilson_ci"]
 
 
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -193,6 +193,46 @@ def corrected_resampled_ttest(differences: np.ndarray, n_train: float, n_test: f
     detectable = float((crit + student_t.ppf(0.8, df)) * se) if se > 0 else None
     return PairedResult("corrected_t", mean, (mean - crit * se, mean + crit * se), p, j, "runs",
                         detectable)
+
+
+def seed_cell_ttest(correct_a: np.ndarray, correct_b: np.ndarray,
+                    level: float = 0.95) -> PairedResult:
+    """Two models trained with J seeds each, all tested on the same n cells.
+
+    ``correct_a`` and ``correct_b`` are (J, n) arrays of 0/1 (seed j's prediction of cell i
+    is right). Two things vary: which networks training happened to produce (the spread of
+    the J per-seed differences) and which cells happened to be in the test set (the spread of
+    the per-cell differences, averaged over seeds). A t-test over seeds alone ignores the
+    second (every seed saw the same cells); McNemar on one seed ignores the first. Here
+
+        se^2 = var_j(D_j) / J + var_i(d_i) / n,
+
+    with Welch-Satterthwaite degrees of freedom. With one seed it is the paired t-test over
+    cells; with identical seeds too.
+    """
+    a = np.asarray(correct_a, np.float64)
+    b = np.asarray(correct_b, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"correct_a and correct_b must be (seeds, cells) arrays of one shape; "
+                         f"got {a.shape} and {b.shape}.")
+    j, n = a.shape
+    per_seed = a.mean(axis=1) - b.mean(axis=1)
+    per_cell = a.mean(axis=0) - b.mean(axis=0)
+    mean = float(per_cell.mean())
+    v_seed = float(per_seed.var(ddof=1)) / j if j > 1 else 0.0
+    v_cell = float(per_cell.var(ddof=1)) / n if n > 1 else 0.0
+    se = float(np.sqrt(v_seed + v_cell))
+    if se == 0:
+        p = 1.0 if mean == 0 else 0.0
+        return PairedResult("seed_cell_t", mean, (mean, mean), p, j, "runs", None,
+                            f"{j} seeds on one test set of {n} cells")
+    parts = (v_seed ** 2 / (j - 1) if j > 1 else 0.0) + (v_cell ** 2 / (n - 1) if n > 1 else 0.0)
+    df = max(1.0, (v_seed + v_cell) ** 2 / parts)
+    crit = student_t.ppf(0.5 + level / 2, df)
+    p = float(2 * student_t.sf(abs(mean) / se, df))
+    detectable = float((crit + student_t.ppf(0.8, df)) * se)
+    return PairedResult("seed_cell_t", mean, (mean - crit * se, mean + crit * se), p, j, "runs",
+                        detectable, f"{j} seeds on one test set of {n} cells; df {df:.1f}")
 
 
 def wilcoxon_signed_rank(differences: np.ndarray, unit: str = "groups",
