@@ -90,7 +90,10 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--skip", default="", help="comma-separated runs not to do, e.g. "
+                        "deepcytof-mlp-none,deepcytof-mlp-hyperband")
     args = parser.parse_args()
+    skip = {k for k in args.skip.split(",") if k}
     WORK.mkdir(exist_ok=True)
     sets = datasets()
     common = "--max-epochs 20 --quiet --final-seeds 3"
@@ -110,8 +113,8 @@ def main() -> None:
     else:
         walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
         for key, cmd in commands.items():
-            if key in walls:
-                continue  # finished in an earlier invocation
+            if key in walls or key in skip:
+                continue  # finished in an earlier invocation, or not wanted
             out = WORK / key
             if out.exists():
                 shutil.rmtree(out)
@@ -119,8 +122,10 @@ def main() -> None:
             walls_file.write_text(json.dumps(walls))
 
     lines = ["# Tuning benchmark", "", "Produced by `python bench/tuning/run.py "
-             f"--budget {args.budget} --trials {args.trials}`. Commands, verbatim:", ""]
-    lines += [f"- `{cmd}` ({walls[key] / 60:.1f} min wall)" for key, cmd in commands.items()]
+             f"--budget {args.budget} --trials {args.trials}"
+             + (f" --skip {args.skip}" if args.skip else "") + "`. Commands, verbatim:", ""]
+    lines += [f"- `{cmd}` ({walls[key] / 60:.1f} min wall)" if key in walls else
+              f"- `{cmd}` (**not run** in this recording)" for key, cmd in commands.items()]
     for name in sets:
         lines += ["", f"## {name}", "", "### Tuned MLP vs tuned LightGBM, same budget "
                   f"({args.budget} of tuning each, then 3 seeds on the test part)", "",
@@ -139,6 +144,10 @@ def main() -> None:
                          f"| {res['best']['value']:.4f} | {acc['value'] * 100:.2f} "
                          f"({acc['ci'][0] * 100:.2f}-{acc['ci'][1] * 100:.2f}) | {spread_text} "
                          f"| {verdict} |")
+        if not all(f"{name}-mlp-{p}" in walls for p in ("none", "hyperband")):
+            lines += ["", f"### Pruning vs no pruning (MLP, {args.trials} trials each)", "",
+                      "Not run in this recording (see the commands above)."]
+            continue
         ref_trials = trials_of(WORK / f"{name}-mlp-none", "mlp")
         best = max(t.value for t in ref_trials if t.state == TrialState.COMPLETE)
         target = best - TOLERANCE
