@@ -42,7 +42,7 @@ RUNS = {
         f"{RECIPE} --quiet --out {WORK}/malaria"),
     "breastmnist": (
         f"cellbench compare {DATA}/breastmnist/breastmnist_28_resaved.npz --models "
-        "majority,logreg,shallow-seed004,cnn-seed003,resnet8,resnet18,inception-small "
+        "majority,logreg,shallow-seed004,cnn-seed003,resnet8,inception-small "
         "--max-epochs 60 --patience 15 --lr 1e-3 --batch-size 32 --seeds 3 "
         f"--augment flip,rotate=15,shift=0.1 --quiet --out {WORK}/breastmnist"),
 }
