@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
@@ -166,9 +167,19 @@ def main() -> None:
             starts = [t.datetime_start for t in trials if t.datetime_start]
             ends = [t.datetime_complete for t in trials if t.datetime_complete]
             total = (max(ends) - min(starts)).total_seconds()
-            lines.append(f"| {pruner} | {complete} / {pruned} | "
+            stopped = (f" (stopped after {complete + pruned} of {args.trials})"
+                       if complete + pruned < args.trials else "")
+            lines.append(f"| {pruner} | {complete} / {pruned}{stopped} | "
                          + (f"{seconds:.0f} s" if seconds is not None else "not reached")
                          + f" | {number if number is not None else '-'} | {total:.0f} s |")
+        values = np.array([t.value for t in ref_trials if t.state == TrialState.COMPLETE])
+        first = min(t.datetime_start for t in ref_trials)
+        first_done = min(t.datetime_complete for t in ref_trials if t.datetime_complete)
+        lines += ["", f"How flat the landscape is: the {len(values)} complete no-pruning trials "
+                  f"score median {np.median(values):.4f}, 10th percentile "
+                  f"{np.percentile(values, 10):.4f}, best {best:.4f}; "
+                  f"{np.mean(values >= target):.0%} of them are within 0.3 points of the best. "
+                  f"The first trial alone took {(first_done - first).total_seconds():.0f} s."]
         if times["none"] and times["hyperband"]:
             ratio = times["hyperband"] / times["none"]
             lines += ["", f"Pruning reached the target in **{ratio:.0%}** of the no-pruning "
