@@ -159,11 +159,11 @@ def test_killed_tune_resumes_with_the_same_command(tmp_path, table_factory):
 def test_three_workers_on_postgres_survive_a_killed_worker(tmp_path, postgres_url,
                                                           table_factory):
     data = _write_data(table_factory, tmp_path / "cells.csv", n=900)
-    target = 9
+    target = 12
     base = [sys.executable, "-m", "cellbench.cli"]
     starter = subprocess.Popen(
         [*base, "tune", str(data), "-t", "label", "-g", "donor", "-m", "mlp", "--trials",
-         str(target), "--max-epochs", "25", "--pruner", "none", "--final-seeds", "1",
+         str(target), "--max-epochs", "40", "--pruner", "none", "--final-seeds", "1",
          "--storage", postgres_url, "--study", "pg", "--heartbeat", "1", "--grace-period",
          "3", "--out", str(tmp_path / "run"), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -203,4 +203,6 @@ def test_three_workers_on_postgres_survive_a_killed_worker(tmp_path, postgres_ur
     if killed.state == TrialState.FAIL:  # failed by a heartbeat check, then retried
         retried = [t for t in study.trials
                    if t.system_attrs.get("failed_trial") == killed_trial]
-        assert retried and retried[0].params == killed.params
+        # the retry keeps every setting the killed trial had sampled (a kill can land
+        # before all were drawn; the rest are sampled afresh)
+        assert retried and killed.params.items() <= retried[0].params.items()
