@@ -191,3 +191,22 @@ def try_import(module: str, extra: str | None = None, purpose: str = "") -> Any:
             f"The package {module!r} must be installed{what}; it could not be imported "
             f"({exc}). Install it with: {how}"
         ) from exc
+
+
+def progress_bar(console: Any = None, *, label: str = "{task.description}",
+                 transient: bool = True) -> Any:
+    """The one progress bar every long job shows: label, bar, done/total, elapsed, ETA, info.
+
+    Tasks added to it must carry an ``info`` field (``add_task(..., info="")``).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                    transient=transient)

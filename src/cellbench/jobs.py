@@ -39,6 +39,7 @@ from ._utils import (
     atomic_write_text,
     did_you_mean,
     format_list,
+    progress_bar,
     split_top_level,
     to_builtin,
 )
@@ -740,17 +741,7 @@ def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None
 
 
 def _progress(console: Any) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, transient=True)
+    return progress_bar(console)
 
 
 def _describe_splits(splits: Sequence[Split], ds: Dataset) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._utils import atomic_torch_save
+from .._utils import atomic_torch_save, progress_bar
 from ..exceptions import InvalidParameterError, StopTraining
 
 if TYPE_CHECKING:
@@ -188,18 +188,7 @@ class ProgressBar(Callback):
 
     def on_train_begin(self, state: TrainState) -> None:
         if self._own:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                     transient=False)
+            self.progress = progress_bar(transient=False)
             self.progress.start()
         self._task = self.progress.add_task(self.description, total=state.config.max_epochs,
                                             completed=state.epoch, info="")

@@ -23,7 +23,14 @@ import yaml
 from matplotlib.figure import Figure
 
 from .._config import RunConfig
-from .._utils import atomic_path, atomic_write_json, atomic_write_text, to_builtin, try_import
+from .._utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    progress_bar,
+    to_builtin,
+    try_import,
+)
 from ..data.dataset import Dataset
 from ..data.splits import Split, given_split, holdout_split, kfold_splits
 from ..evaluate.compare import compare_to_reference
@@ -100,17 +107,7 @@ class _ProgressPoller:
     def __enter__(self) -> _ProgressPoller:
         if not self.enabled:
             return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[info]}"), console=self.console)
+        self.progress = progress_bar(self.console, label="trials", transient=False)
         self.task = self.progress.add_task("trials", total=self.total, info="")
         self.progress.start()
         self.thread = threading.Thread(target=self._poll, daemon=True)
