@@ -330,6 +330,9 @@ def tune(
     pruner: Annotated[str, typer.Option("--pruner", help="hyperband, median or none.")
                       ] = "hyperband",
     sampler: Annotated[str, typer.Option("--sampler", help="tpe or random.")] = "tpe",
+    sampler_seed: Annotated[int, typer.Option(
+        "--sampler-seed", help="Seed of the sampler's draws (trial n draws from (seed, n), so "
+                               "workers never repeat each other).")] = 0,
     metric: Annotated[str, typer.Option("--metric", help="Validation metric to maximise: "
                                         "accuracy or balanced_accuracy.")] = "accuracy",
     storage: Annotated[str | None, typer.Option(
@@ -378,7 +381,7 @@ def tune(
         settings = TuneSettings(trials=trials, timeout=parse_duration(timeout), pruner=pruner,
                                 sampler=sampler, metric=metric, storage=storage,
                                 study_name=study, final_seeds=final_seeds,
-                                heartbeat=heartbeat, grace=grace)
+                                heartbeat=heartbeat, grace=grace, seed=sampler_seed)
         overrides = None
         if space is not None:
             if not space.is_file():

@@ -49,8 +49,39 @@ def test_search_space_combines_model_and_training_and_takes_overrides():
 def test_settings_are_validated():
     with pytest.raises(InvalidParameterError, match=r"pruner must be hyperband, median or none"):
         TuneSettings(pruner="asha")
+    with pytest.raises(InvalidParameterError, match=r"--sampler-seed\) must be an int >= 0"):
+        TuneSettings(seed=-1)
     with pytest.raises(InvalidParameterError, match=r"storage must be a database URL"):
         make_storage("redis://x", None, TuneSettings())
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_workers_sharing_a_study_draw_distinct_reproducible_settings(tmp_path, kind):
+    # two processes with the same seeded sampler used to draw the same sequence: every
+    # start-up configuration ran once per worker, and a resumed run repeated its first trials
+    settings = TuneSettings(sampler=kind)
+
+    def run(alternate: bool) -> list:
+        (tmp_path / f"alt{alternate}").mkdir()
+        storage = make_storage(None, tmp_path / f"alt{alternate}", settings)
+        a = open_study(storage, "s", settings)
+        b = open_study(storage, "s", settings, create=False)  # a second worker
+        drawn = []
+        for i in range(14):  # past TPE's 10 random start-up trials
+            study = (a, b)[i % 2] if alternate else a
+            trial = study.ask()
+            x = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            drawn.append((round(x, 8), trial.suggest_categorical("opt", ["adam", "sgd"])))
+            study.tell(trial, -abs(x - 0.01))
+        return drawn
+
+    two_workers, one_process = run(True), run(False)
+    assert len(set(two_workers)) == len(two_workers)
+    assert two_workers == one_process  # trial n's draws depend on (seed, n), not the process
+    other = TuneSettings(sampler=kind, seed=1)
+    storage = make_storage(None, tmp_path, other)
+    trial = open_study(storage, "t", other).ask()
+    assert round(trial.suggest_float("lr", 1e-4, 1e-1, log=True), 8) != one_process[0][0]
 
 
 def _cfg(tiny_csv, model="mlp", **train):

@@ -35,7 +35,7 @@ from .spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_to_
 
 __all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "describe_space", "importances",
            "make_objective", "make_storage", "open_study", "parse_duration",
-           "recover_stale_trials", "search_space", "split_params", "study_counts"]
+           "recover_stale_trials", "search_space", "split_params", "study_counts", "trial_seed"]
 
 #: what a network's training can vary, beside the model's own arguments
 TRAINING_SPACE: dict[str, Dist] = {
@@ -82,6 +82,8 @@ class TuneSettings:
             problems.append(f"timeout must be > 0 seconds; got {self.timeout!r}.")
         if not (isinstance(self.final_seeds, int) and self.final_seeds >= 1):
             problems.append(f"final_seeds must be an int >= 1; got {self.final_seeds!r}.")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            problems.append(f"seed (--sampler-seed) must be an int >= 0; got {self.seed!r}.")
         if not 0 < self.heartbeat < self.grace:
             problems.append(f"heartbeat must be > 0 and below the grace period ({self.grace}); "
                             f"got {self.heartbeat!r}.")
@@ -150,9 +152,59 @@ def split_params(model: str, params: Mapping[str, Any]) -> tuple[dict, dict]:
 
 def _sampler(settings: TuneSettings) -> Any:
     optuna = try_import("optuna", purpose="tuning")
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    return optuna.samplers.TPESampler(seed=settings.seed, multivariate=True)
+
+    def make(seed: int) -> Any:
+        if settings.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        # constant_liar: trials still running in other workers count as bad, so workers
+        # started together do not all explore the same region
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+
+    return _trial_seeded(make, settings.seed)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` in a study seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def _trial_seeded(make: Callable[[int], Any], seed: int) -> Any:
+    """A sampler whose random draws for trial n are seeded with (seed, n).
+
+    One seeded sampler per process would make every worker (and every resumed run) draw the
+    same sequence: three workers would run each start-up configuration three times, and a
+    rerun would repeat the trials it already has. Seeding by trial number keeps a study
+    reproducible and gives every trial its own draws, whichever process runs it. The samplers
+    keep no state beyond their random generator (the history is read from the storage), so
+    a fresh one per trial loses nothing.
+    """
+    optuna = try_import("optuna", purpose="tuning")
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.inner = make(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.inner = make(trial_seed(seed, trial.number))
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str,
+                               param_distribution: Any) -> Any:
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return TrialSeededSampler()
 
 
 def _pruner(settings: TuneSettings) -> Any:
