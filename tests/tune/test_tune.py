@@ -3,9 +3,11 @@ and several workers on one PostgreSQL study with one of them killed mid-trial.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,15 +15,17 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
+from rich.console import Console
 
 from cellbench._config import DataConfig, RunConfig, SplitConfig, TrainConfig
 from cellbench.exceptions import InvalidParameterError
-from cellbench.tune.job import run_tune
+from cellbench.tune.job import _optimize, run_tune
 from cellbench.tune.spaces import CategoricalDist, FloatDist
 from cellbench.tune.study import (
     HEARTBEAT_ATTR,
     TRAINING_SPACE,
     TuneSettings,
+    _Reporter,
     make_storage,
     open_study,
     recover_stale_trials,
@@ -128,6 +132,44 @@ def test_lightgbm_reports_validation_loss_for_pruning(tmp_path, tiny_csv):
     assert summary["best"]["params"]["learning_rate"] == 0.3
 
 
+@pytest.mark.parametrize("when", ["during training", "after the last report"])
+def test_a_worker_whose_trial_another_process_failed_carries_on(tmp_path, when):
+    # another worker's heartbeat check can fail a trial that is still running (its process
+    # was silent past the grace period); Optuna then refuses to tell it and used to stop
+    # the whole worker with "Cannot tell a FAIL trial"
+    settings = TuneSettings(trials=3, pruner="none")
+    study = open_study(make_storage(None, tmp_path, settings), "s", settings)
+    trained, failed = [], []
+
+    def objective(trial):
+        trial.set_user_attr("cellbench_host", socket.gethostname())
+        trial.set_user_attr("cellbench_pid", os.getpid())
+        x = trial.suggest_float("x", 0, 1)
+        reporter = _Reporter(trial, "val_accuracy", heartbeat=0.0)
+        reporter.report(x, 1)
+        if not failed:  # the other process fails it (what its stale-trial check does)
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            failed.append(trial.number)
+        if when == "during training":
+            reporter.report(x, 2)  # stops the taken-over trial at once
+        trained.append(trial.number)
+        return x
+
+    console = Console(file=io.StringIO(), width=200)
+    _optimize(study, objective, settings, False, console, False)
+    assert study_counts(study)["complete"] == 3 and study.trials[0].state == TrialState.FAIL
+    assert "trial 0 was failed by another process" in console.file.getvalue()
+    assert trained[0] == (0 if when == "after the last report" else 1)
+
+    def broken(trial):  # a real error in this process still stops it
+        trial.set_user_attr("cellbench_host", socket.gethostname())
+        trial.set_user_attr("cellbench_pid", os.getpid())
+        raise ValueError("bad setting")
+
+    with pytest.raises(ValueError, match="bad setting"):
+        _optimize(study, broken, TuneSettings(trials=10, pruner="none"), False, console, False)
+
+
 def test_a_trial_of_a_dead_process_is_failed_and_queued_again(tmp_path):
     settings = TuneSettings()
     storage = make_storage(None, tmp_path, settings)
@@ -223,12 +265,18 @@ def test_three_workers_on_postgres_survive_a_killed_worker(tmp_path, postgres_ur
     assert killed_trial is not None, "the victim never ran a trial"
     output, _ = starter.communicate(timeout=600)
     assert starter.returncode == 0, output[-3000:]
-    workers[1].wait(timeout=300)
+    # the surviving worker ends cleanly (it used to crash when the others, beating every
+    # second, failed its trial because it beat only every 30 s, the default)
+    assert workers[1].wait(timeout=300) == 0
     study = optuna.load_study(study_name="pg", storage=storage)
     counts = study_counts(study)
     assert counts["finished"] >= target
     finished = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert all(t.value is not None and 0 <= t.value <= 1 and t.params for t in finished)
+    # three workers drew their own settings: only retries repeat a configuration
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials
+             if "failed_trial" not in t.system_attrs and t.state != TrialState.FAIL]
+    assert len(set(drawn)) == len(drawn), "workers repeated each other's settings"
     killed = study.trials[killed_trial]
     assert killed.state in (TrialState.FAIL, TrialState.RUNNING)
     if killed.state == TrialState.FAIL:  # failed by a heartbeat check, then retried

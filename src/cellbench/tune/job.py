@@ -57,6 +57,7 @@ from .study import (
     search_space,
     split_params,
     study_counts,
+    taken_over_trial,
 )
 
 __all__ = ["run_tune", "run_tune_worker"]
@@ -139,6 +140,7 @@ class _ProgressPoller:
 def _optimize(study: Any, objective: Any, settings: TuneSettings, journal: bool,
               console: Any, show_progress: bool) -> None:
     try_import("optuna", purpose="tuning")
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -165,11 +167,40 @@ def _optimize(study: Any, objective: Any, settings: TuneSettings, journal: bool,
     if study_counts(study)["finished"] >= settings.trials:
         console.print(f"the study already has {settings.trials} finished trials")
         return
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     with _ProgressPoller(study, settings.trials, console, show_progress):
-        # torch errors (e.g. out of memory) fail one trial; configuration errors stop all
-        study.optimize(objective, n_trials=None, timeout=settings.timeout,
-                       callbacks=callbacks, catch=(RuntimeError, FloatingPointError),
-                       gc_after_trial=False)
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                # torch errors (e.g. out of memory) fail one trial; configuration errors
+                # stop all
+                study.optimize(objective, n_trials=None, timeout=remaining,
+                               callbacks=callbacks, catch=(RuntimeError, FloatingPointError),
+                               gc_after_trial=False)
+                break
+            except (ValueError, AssertionError, UpdateFinishedTrialError) as exc:
+                # Optuna cannot tell a trial that another process has already failed (it
+                # raises ValueError, or AssertionError when the objective had returned); that
+                # is no reason for this worker to stop. Any other error still stops it.
+                lost = taken_over_trial(study)
+                if lost is None or (not isinstance(exc, UpdateFinishedTrialError)
+                                    and not str(exc).startswith(("Cannot tell a",
+                                                                 "Should not reach"))):
+                    raise
+                failures["n"] += 1
+                console.print(f"[yellow]trial {lost} was failed by another process[/] (no "
+                              f"heartbeat from this one within {settings.grace} s); its "
+                              "settings are queued again and this process carries on")
+                if failures["n"] >= max(5, settings.trials // 2):
+                    console.print(f"[red]stopping: {failures['n']} trials of this process "
+                                  "failed[/]; if other workers keep failing its trials, its "
+                                  "heartbeats do not reach the storage in time: raise "
+                                  "--grace-period")
+                    break
+                if study_counts(study)["finished"] >= settings.trials:
+                    break
 
 
 def _history_plot(study: Any, path: Path) -> None:
@@ -317,6 +348,9 @@ def run_tune_worker(study_name: str, storage_url: str, *, trials: int | None = N
     settings = TuneSettings(**{**stored, "storage": storage_url,
                                **({"trials": trials} if trials else {}),
                                **({"timeout": timeout} if timeout else {})})
+    # the study's heartbeat interval and grace period, not the defaults: a worker beating
+    # every 30 s in a study whose grace period is 10 s would have its trials failed as stale
+    storage = make_storage(storage_url, None, settings)
     study = open_study(storage, study_name, settings, create=False)
     ds = load_dataset(cfg.data)
     _, inner = _splits(ds, cfg)

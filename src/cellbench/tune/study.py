@@ -19,7 +19,8 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from .spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_to_
 
 __all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "describe_space", "importances",
            "make_objective", "make_storage", "open_study", "parse_duration",
-           "recover_stale_trials", "search_space", "split_params", "study_counts", "trial_seed"]
+           "recover_stale_trials", "search_space", "split_params", "study_counts",
+           "taken_over_trial", "trial_seed"]
 
 #: what a network's training can vary, beside the model's own arguments
 TRAINING_SPACE: dict[str, Dist] = {
@@ -232,12 +234,16 @@ def make_storage(url: str | None, run_dir: Path | None, settings: TuneSettings) 
         raise InvalidParameterError(
             f"storage must be a database URL (postgresql://user@host:port/db); got {url!r}."
         )
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
+        retry = {"heartbeat_stale_trial_callback":
+                 optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)}
+    else:
+        retry = {"failed_trial_callback":
+                 optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)}
     try:
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=settings.heartbeat, grace_period=settings.grace,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(
-                max_retry=MAX_RETRIES),
-            engine_kwargs={"pool_pre_ping": True})
+            engine_kwargs={"pool_pre_ping": True}, **retry)
     except Exception as exc:  # sqlalchemy/driver errors: no server, wrong password, ...
         raise InvalidParameterError(
             f"storage {url!r} must be reachable; connecting failed ({type(exc).__name__}: "
@@ -349,16 +355,43 @@ class _Reporter:
     def beat(self) -> None:
         now = time.time()
         if now - self.last_beat >= self.heartbeat:
-            self.trial.set_user_attr(HEARTBEAT_ATTR, now)
+            with _stop_if_taken_over(self.trial):
+                self.trial.set_user_attr(HEARTBEAT_ATTR, now)
             self.last_beat = now
 
     def report(self, value: float, step: int) -> None:
         optuna = try_import("optuna", purpose="tuning")
         self.beat()
         if math.isfinite(value):
-            self.trial.report(value, self.offset + step)
+            with _stop_if_taken_over(self.trial):
+                self.trial.report(value, self.offset + step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {self.offset + step}")
+
+
+@contextmanager
+def _stop_if_taken_over(trial: Any) -> Iterator[None]:
+    """Stop training at once when another process has finished this trial (failed it as
+    stale and queued its settings again): the work could never be recorded. The trial is
+    ended as pruned, which Optuna reports quietly; ``tune.job`` then carries on."""
+    optuna = try_import("optuna", purpose="tuning")
+    try:
+        yield
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise optuna.TrialPruned(f"trial {trial.number} was finished by another process") from None
+
+
+def taken_over_trial(study: Any) -> int | None:
+    """The number of this process's latest trial if another process failed it, else None."""
+    from optuna.trial import TrialState
+
+    host, pid = socket.gethostname(), os.getpid()
+    mine = [t for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("cellbench_pid") == pid
+            and t.user_attrs.get("cellbench_host") == host]
+    if mine and mine[-1].state == TrialState.FAIL:
+        return mine[-1].number
+    return None
 
 
 def _epoch_callback(reporter: _Reporter) -> Any:
@@ -414,6 +447,8 @@ def make_objective(cfg: RunConfig, ds: Any, splits: list[Any], space: Mapping[st
             scores.append(score)
             if len(splits) > 1:
                 reporter.report(float(np.mean(scores)), train_cfg.max_epochs + 1)
+        with _stop_if_taken_over(trial):  # still ours? (Optuna cannot tell a failed trial)
+            trial.set_user_attr(HEARTBEAT_ATTR, time.time())
         return float(np.mean(scores))
 
     return objective
