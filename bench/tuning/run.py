@@ -23,6 +23,7 @@ Usage: python bench/tuning/run.py [--report-only] [--budget 10m] [--repeats 3]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import shutil
@@ -77,6 +78,7 @@ def run(command: str) -> float:
     return time.perf_counter() - start
 
 
+@functools.cache  # the report reads each study several times
 def trials_of(out: Path, model: str) -> list:
     import optuna
 

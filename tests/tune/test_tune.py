@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from cellbench.tune.study import (
     TuneSettings,
     _Reporter,
     make_storage,
+    mark_owner,
     open_study,
     recover_stale_trials,
     search_space,
@@ -142,8 +142,7 @@ def test_a_worker_whose_trial_another_process_failed_carries_on(tmp_path, when):
     trained, failed = [], []
 
     def objective(trial):
-        trial.set_user_attr("cellbench_host", socket.gethostname())
-        trial.set_user_attr("cellbench_pid", os.getpid())
+        mark_owner(trial)
         x = trial.suggest_float("x", 0, 1)
         reporter = _Reporter(trial, "val_accuracy", heartbeat=0.0)
         reporter.report(x, 1)
@@ -162,8 +161,7 @@ def test_a_worker_whose_trial_another_process_failed_carries_on(tmp_path, when):
     assert trained[0] == (0 if when == "after the last report" else 1)
 
     def broken(trial):  # a real error in this process still stops it
-        trial.set_user_attr("cellbench_host", socket.gethostname())
-        trial.set_user_attr("cellbench_pid", os.getpid())
+        mark_owner(trial)
         raise ValueError("bad setting")
 
     with pytest.raises(ValueError, match="bad setting"):

@@ -181,13 +181,8 @@ def _optimize(study: Any, objective: Any, settings: TuneSettings, journal: bool,
                                gc_after_trial=False)
                 break
             except (ValueError, AssertionError, UpdateFinishedTrialError) as exc:
-                # Optuna cannot tell a trial that another process has already failed (it
-                # raises ValueError, or AssertionError when the objective had returned); that
-                # is no reason for this worker to stop. Any other error still stops it.
-                lost = taken_over_trial(study)
-                if lost is None or (not isinstance(exc, UpdateFinishedTrialError)
-                                    and not str(exc).startswith(("Cannot tell a",
-                                                                 "Should not reach"))):
+                lost = _lost_to_another_process(study, exc)
+                if lost is None:
                     raise
                 failures["n"] += 1
                 console.print(f"[yellow]trial {lost} was failed by another process[/] (no "
@@ -201,6 +196,21 @@ def _optimize(study: Any, objective: Any, settings: TuneSettings, journal: bool,
                     break
                 if study_counts(study)["finished"] >= settings.trials:
                     break
+
+
+def _lost_to_another_process(study: Any, exc: Exception) -> int | None:
+    """The trial ``exc`` came from if another process had already failed it, else None.
+
+    Optuna cannot tell a trial that another process has failed as stale: it raises
+    ValueError, or AssertionError when the objective had returned. That is no reason for
+    this worker to stop; any other error still stops it.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    if not (isinstance(exc, UpdateFinishedTrialError)
+            or str(exc).startswith(("Cannot tell a", "Should not reach"))):
+        return None
+    return taken_over_trial(study)
 
 
 def _history_plot(study: Any, path: Path) -> None:

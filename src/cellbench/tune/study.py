@@ -35,7 +35,7 @@ from ..models._base import model_arguments
 from .spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_to_dict
 
 __all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "describe_space", "importances",
-           "make_objective", "make_storage", "open_study", "parse_duration",
+           "make_objective", "make_storage", "mark_owner", "open_study", "parse_duration",
            "recover_stale_trials", "search_space", "split_params", "study_counts",
            "taken_over_trial", "trial_seed"]
 
@@ -50,6 +50,7 @@ TRAINING_SPACE: dict[str, Dist] = {
 }
 METRIC_KEYS = {"accuracy": "valid_accuracy", "balanced_accuracy": "valid_balanced_accuracy"}
 HEARTBEAT_ATTR = "cellbench_heartbeat"
+HOST_ATTR, PID_ATTR = "cellbench_host", "cellbench_pid"  # who runs a trial
 MAX_RETRIES = 3
 
 
@@ -315,7 +316,7 @@ def recover_stale_trials(study: Any, grace: float) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         beat = attrs.get(HEARTBEAT_ATTR)
-        dead = attrs.get("cellbench_host") == host and not _alive(attrs.get("cellbench_pid"))
+        dead = attrs.get(HOST_ATTR) == host and not _alive(attrs.get(PID_ATTR))
         silent = beat is not None and now - float(beat) > grace
         if not (dead or silent):
             continue
@@ -353,11 +354,8 @@ class _Reporter:
         self.last_beat = 0.0
 
     def beat(self) -> None:
-        now = time.time()
-        if now - self.last_beat >= self.heartbeat:
-            with _stop_if_taken_over(self.trial):
-                self.trial.set_user_attr(HEARTBEAT_ATTR, now)
-            self.last_beat = now
+        if time.time() - self.last_beat >= self.heartbeat:
+            self.last_beat = _beat(self.trial)
 
     def report(self, value: float, step: int) -> None:
         optuna = try_import("optuna", purpose="tuning")
@@ -367,6 +365,20 @@ class _Reporter:
                 self.trial.report(value, self.offset + step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {self.offset + step}")
+
+
+def mark_owner(trial: Any) -> None:
+    """Record this process (host, pid) as the trial's runner, with a first heartbeat."""
+    trial.set_user_attr(HOST_ATTR, socket.gethostname())
+    trial.set_user_attr(PID_ATTR, os.getpid())
+    _beat(trial)
+
+
+def _beat(trial: Any) -> float:
+    now = time.time()
+    with _stop_if_taken_over(trial):
+        trial.set_user_attr(HEARTBEAT_ATTR, now)
+    return now
 
 
 @contextmanager
@@ -387,8 +399,7 @@ def taken_over_trial(study: Any) -> int | None:
 
     host, pid = socket.gethostname(), os.getpid()
     mine = [t for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("cellbench_pid") == pid
-            and t.user_attrs.get("cellbench_host") == host]
+            if t.user_attrs.get(PID_ATTR) == pid and t.user_attrs.get(HOST_ATTR) == host]
     if mine and mine[-1].state == TrialState.FAIL:
         return mine[-1].number
     return None
@@ -421,9 +432,7 @@ def make_objective(cfg: RunConfig, ds: Any, splits: list[Any], space: Mapping[st
     key = METRIC_KEYS[settings.metric]
 
     def objective(trial: Any) -> float:
-        trial.set_user_attr("cellbench_host", socket.gethostname())
-        trial.set_user_attr("cellbench_pid", os.getpid())
-        trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+        mark_owner(trial)
         params = {name: dist.suggest(trial, name) for name, dist in space.items()}
         model_kwargs, train = split_params(model, params)
         train_cfg = cfg.train.replace(model_kwargs={**cfg.train.model_kwargs, **model_kwargs},
@@ -447,8 +456,7 @@ def make_objective(cfg: RunConfig, ds: Any, splits: list[Any], space: Mapping[st
             scores.append(score)
             if len(splits) > 1:
                 reporter.report(float(np.mean(scores)), train_cfg.max_epochs + 1)
-        with _stop_if_taken_over(trial):  # still ours? (Optuna cannot tell a failed trial)
-            trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+        _beat(trial)  # still ours? (Optuna cannot tell a trial another process failed)
         return float(np.mean(scores))
 
     return objective
