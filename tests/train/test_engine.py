@@ -229,3 +229,57 @@ def test_progress_bar_runs_alone_and_inside_a_shared_display():
     with shared:
         _fit(TrainConfig(max_epochs=2, device="cpu"), callbacks=[ProgressBar("a", shared)])
         assert shared.tasks == []  # a shared display gets its task back
+
+
+def test_before_batch_hook_sets_the_learning_rate_of_the_next_step():
+    """An LR range test sets the rate before each batch: the history and the step obey it."""
+    seen = []
+
+    class Sweep(Callback):
+        def on_batch_begin(self, state):
+            for group in state.optimizer.param_groups:
+                group["lr"] = 1e-3 * 2 ** state.step
+
+        def on_batch_end(self, state):
+            seen.append((state.step, state.optimizer.param_groups[0]["lr"],
+                         float(state.loss)))
+
+    _fit(TrainConfig(max_epochs=1, batch_size=100, device="cpu", patience=None),
+         callbacks=[Sweep()])
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4]
+    assert [lr for _, lr, _ in seen] == [1e-3 * 2 ** k for k in range(4)]
+    assert all(math.isfinite(loss) for _, _, loss in seen)
+
+
+def test_after_backward_hook_sees_raw_gradients_before_clipping():
+    norms = []
+
+    class GradNorm(Callback):
+        def on_after_backward(self, state):
+            norms.append(torch.cat([p.grad.flatten() for p in state.model.parameters()])
+                         .norm().item())
+
+    X, y = _data()
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    fit(model, X[:8] * 1000, y[:8], n_classes=3, callbacks=[GradNorm()],
+        config=TrainConfig(optimizer="sgd", lr=1.0, grad_clip=0.01, batch_size=8,
+                           max_epochs=1, device="cpu", patience=None))
+    assert len(norms) == 1 and norms[0] > 1.0  # clipping to 0.01 came after the hook
+
+
+def test_a_given_optimizer_and_schedule_are_used_instead_of_the_config():
+    from cellbench.train.optim import Schedule
+
+    X, y = _data()
+    torch.manual_seed(0)
+    model = create_model("mlp", n_features=8, n_classes=3, width=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = Schedule(torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step), "step")
+    state = fit(model, X[:400], y[:400], X[400:], y[400:], n_classes=3, optimizer=opt,
+                schedule=sched, config=TrainConfig(optimizer="adam", lr=1e-3, max_epochs=2,
+                                                   batch_size=100, device="cpu"))
+    assert state.optimizer is opt and isinstance(opt, torch.optim.SGD)
+    # 4 steps per epoch, halving each step: epoch 2 starts at 0.5 * 0.5**4
+    assert state.history.column("lr") == [0.5, pytest.approx(0.5 * 0.5 ** 4)]
+    assert state.history[-1]["valid_loss"] < math.log(3)  # the given optimizer trained it

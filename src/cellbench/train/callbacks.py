@@ -1,8 +1,12 @@
 """Callbacks: the engine's extension points (skorch/fastai style).
 
-A callback overrides any of ``on_train_begin``, ``on_epoch_begin``, ``on_batch_end``,
-``on_epoch_end`` and ``on_train_end``; each receives the :class:`~cellbench.train.engine.
-TrainState`. To stop training, raise :class:`~cellbench.exceptions.StopTraining` with a reason.
+A callback overrides any of ``on_train_begin``, ``on_epoch_begin``, ``on_batch_begin``,
+``on_after_backward``, ``on_batch_end``, ``on_epoch_end`` and ``on_train_end``; each receives
+the :class:`~cellbench.train.engine.TrainState`. Within a batch the order is: ``on_batch_begin``
+(e.g. set the learning rate), forward and backward, ``on_after_backward`` (gradients are in
+``p.grad``, before clipping; ``state.loss`` holds the batch loss), the optimizer step,
+``on_batch_end``. Per-batch hooks cost nothing unless a callback overrides them. To stop
+training, raise :class:`~cellbench.exceptions.StopTraining` with a reason.
 State that must survive ``--resume`` goes in ``state_dict``.
 """
 
@@ -49,6 +53,10 @@ class Callback:
     def on_train_begin(self, state: TrainState) -> None: ...
 
     def on_epoch_begin(self, state: TrainState) -> None: ...
+
+    def on_batch_begin(self, state: TrainState) -> None: ...
+
+    def on_after_backward(self, state: TrainState) -> None: ...
 
     def on_batch_end(self, state: TrainState) -> None: ...
 

@@ -68,6 +68,8 @@ class TrainState:
     history: History = field(default_factory=History)
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches completed in the current epoch
+    step: int = 0  # optimizer steps in this call of fit (not restored by --resume)
+    loss: torch.Tensor | None = None  # the current batch's loss (detached), from backward on
     best_epoch: int = 0
     stop_reason: str | None = None
 
@@ -160,34 +162,34 @@ def _measure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, prefix: str, n_
             f"{prefix}_balanced_accuracy": bal}
 
 
-def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
-        X_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, *,
-        n_classes: int, config: TrainConfig = TrainConfig(), classes: Sequence[Any] | None = None,
-        callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None,
-        input_fn: InputFn | None = None, augment_fn: AugmentFn | None = None) -> TrainState:
-    """Train ``model`` and return the final :class:`TrainState` (history, stop reason).
+@dataclass
+class _Loop:
+    """What the epochs of one :func:`fit` share: data on the device, batching, criterion."""
 
-    Parameters
-    ----------
-    model : nn.Module
-        Already built (and seeded) by the caller.
-    X_train, y_train, X_val, y_val : Tensor
-        Pre-materialised inputs and int64 class codes. Moved to the device once.
-    n_classes : int
-    config : TrainConfig
-    classes : sequence, optional
-        Class labels, for ``config.class_weight`` given as a mapping label -> weight.
-        Optimizer, schedule, batch size, epochs, class weights, sampler, clipping, seed.
-    callbacks : sequence of Callback
-        E.g. ``EarlyStopping``, ``Checkpoint``, ``ProgressBar``.
-    resume : dict, optional
-        A checkpoint from :meth:`TrainState.checkpoint`; training continues after its epoch.
-    input_fn : callable, optional
-        Applied on the device to every batch (train and eval), e.g. uint8 → normalised float.
-    augment_fn : callable, optional
-        ``(x, y) -> (x, target)`` on training batches only; ``target`` may be soft (MixUp).
-    """
-    cfg = config
+    X: torch.Tensor
+    y: torch.Tensor
+    X_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    X_eval: torch.Tensor
+    y_eval: torch.Tensor
+    batch_size: int
+    n_used: int
+    eval_batch: int
+    n_classes: int
+    criterion: nn.Module
+    draw_weights: torch.Tensor | None
+    monitor: str
+    input_fn: InputFn | None
+    augment_fn: AugmentFn | None
+    autocast: Callable[[], Any]
+    scaler: Any
+
+
+def _prepare(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
+             X_val: torch.Tensor | None, y_val: torch.Tensor | None, n_classes: int,
+             cfg: TrainConfig, classes: Sequence[Any] | None, input_fn: InputFn | None,
+             augment_fn: AugmentFn | None) -> tuple[_Loop, int, torch.device]:
+    """Move data and model to the device; batching, eval subset, loss, sampler weights."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.random_state)
     model.to(device)
@@ -198,15 +200,14 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     has_val = X_val is not None and len(X_val) > 0
     if has_val:
         X_val, y_val = X_val.to(device), y_val.to(device)
+    else:
+        X_val = y_val = None
     n = len(X)
     bs = min(cfg.batch_size, n)
     # a trailing batch of one row is skipped: BatchNorm cannot train on a single row
     n_batches = n // bs + (1 if n % bs > 1 else 0)
-    n_used = min(n, n_batches * bs)
-    eval_batch = max(1024, 2 * bs)  # larger eval batches run slower on CPU (cache misses)
     subset = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.random_state + 1))
     subset = subset[: cfg.eval_train_size].to(device)
-    X_eval, y_eval = X[subset], y[subset]
     y_cpu = y.cpu().numpy()
     weight = class_weight_vector(cfg.class_weight, y_cpu, n_classes, classes)
     criterion = nn.CrossEntropyLoss(
@@ -216,19 +217,156 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     if cfg.sampler == "balanced":
         per_class = class_weight_vector("balanced", y_cpu, n_classes)
         draw_weights = torch.as_tensor(per_class[y_cpu], dtype=torch.float64)
-    monitor = effective_monitor(cfg, has_val)
-    optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay,
-                                cfg.optimizer_kwargs)
-    schedule = build_schedule(cfg.scheduler, optimizer, cfg.max_epochs, n_batches,
-                              monitor_mode(monitor), cfg.scheduler_kwargs)
     autocast, scaler = _amp(device, cfg.amp)
+    loop = _Loop(X, y, X_val, y_val, X[subset], y[subset], bs, min(n, n_batches * bs),
+                 # larger eval batches run slower on CPU (cache misses)
+                 max(1024, 2 * bs), n_classes, criterion, draw_weights,
+                 effective_monitor(cfg, has_val), input_fn, augment_fn, autocast, scaler)
+    return loop, n_batches, device
+
+
+class _Hooks:
+    """The callbacks that override each per-batch hook (the others cost nothing per batch)."""
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        def overriding(name: str) -> list[Callback]:
+            return [cb for cb in callbacks
+                    if getattr(type(cb), name) is not getattr(Callback, name)]
+
+        self.batch_begin = overriding("on_batch_begin")
+        self.after_backward = overriding("on_after_backward")
+        self.batch_end = overriding("on_batch_end")
+
+
+def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, float]:
+    """One pass over the training rows; returns the running loss and accuracy."""
+    model, optimizer, schedule, cfg = state.model, state.optimizer, state.schedule, state.config
+    n, bs, n_batches, device = len(loop.X), loop.batch_size, state.steps_per_epoch, state.device
+    if loop.draw_weights is None:
+        order = torch.randperm(n, generator=state.generator)
+    else:
+        order = torch.multinomial(loop.draw_weights, n, replacement=True,
+                                  generator=state.generator)
+    order = order.to(device)
+    # running metrics go into buffers (one op per batch each), reduced once per epoch
+    batch_loss = torch.empty(n_batches, device=device)
+    predicted = torch.empty(loop.n_used, device=device, dtype=torch.long)
+    for b in range(n_batches):
+        for cb in hooks.batch_begin:
+            cb.on_batch_begin(state)
+        idx = order[b * bs:(b + 1) * bs]
+        xb, yb = loop.X[idx], loop.y[idx]
+        if loop.input_fn is not None:
+            xb = loop.input_fn(xb)
+        target = yb
+        if loop.augment_fn is not None:
+            xb, target = loop.augment_fn(xb, yb)
+        with loop.autocast():
+            logits = model(xb)
+            loss = loop.criterion(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        if loop.scaler is None:
+            loss.backward()
+        else:
+            loop.scaler.scale(loss).backward()
+            loop.scaler.unscale_(optimizer)
+        state.loss = loss.detach()
+        for cb in hooks.after_backward:  # raw gradients, before clipping
+            cb.on_after_backward(state)
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if loop.scaler is None:
+            optimizer.step()
+        else:
+            loop.scaler.step(optimizer)
+            loop.scaler.update()
+        if schedule is not None and schedule.interval == "step":
+            schedule.scheduler.step()
+        batch_loss[b] = state.loss
+        torch.argmax(logits.detach(), 1, out=predicted[b * bs:b * bs + len(idx)])
+        state.batch = b + 1
+        state.step += 1
+        for cb in hooks.batch_end:
+            cb.on_batch_end(state)
+    sizes = torch.full((n_batches,), float(bs), device=device)
+    sizes[-1] = loop.n_used - bs * (n_batches - 1)
+    running_loss, running_correct = torch.stack([
+        (batch_loss * sizes).sum() / loop.n_used,
+        (predicted == loop.y[order[:loop.n_used]]).sum().float()]).tolist()
+    return {"running_loss": running_loss, "running_accuracy": running_correct / loop.n_used}
+
+
+def _end_epoch(state: TrainState, loop: _Loop, record: dict[str, Any]) -> None:
+    """Record the epoch, step epoch-wise schedules, run callbacks, stop on divergence."""
+    schedule = state.schedule
+    state.history.append(record)
+    state.epoch += 1
+    state.batch = 0
+    if schedule is not None and schedule.interval == "epoch":
+        schedule.scheduler.step()
+    elif schedule is not None and schedule.interval == "plateau":
+        schedule.scheduler.step(record[loop.monitor])
+    for cb in state.callbacks:
+        cb.on_epoch_end(state)
+    if not math.isfinite(record["running_loss"]):
+        raise StopTraining(
+            f"diverged: the training loss became {record['running_loss']} in epoch "
+            f"{record['epoch']}; lower the learning rate (--lr) or clip gradients "
+            "(--grad-clip 1.0)"
+        )
+
+
+def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
+        X_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, *,
+        n_classes: int, config: TrainConfig = TrainConfig(), classes: Sequence[Any] | None = None,
+        callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None,
+        input_fn: InputFn | None = None, augment_fn: AugmentFn | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        schedule: Schedule | None = None) -> TrainState:
+    """Train ``model`` and return the final :class:`TrainState` (history, stop reason).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Already built (and seeded) by the caller.
+    X_train, y_train, X_val, y_val : Tensor
+        Pre-materialised inputs and int64 class codes. Moved to the device once.
+    n_classes : int
+    config : TrainConfig
+        Optimizer, schedule, batch size, epochs, class weights, sampler, clipping, seed.
+    classes : sequence, optional
+        Class labels, for ``config.class_weight`` given as a mapping label -> weight.
+    callbacks : sequence of Callback
+        E.g. ``EarlyStopping``, ``Checkpoint``, ``ProgressBar``; probes use the per-batch
+        hooks ``on_batch_begin`` and ``on_after_backward``.
+    resume : dict, optional
+        A checkpoint from :meth:`TrainState.checkpoint`; training continues after its epoch.
+    input_fn : callable, optional
+        Applied on the device to every batch (train and eval), e.g. uint8 → normalised float.
+    augment_fn : callable, optional
+        ``(x, y) -> (x, target)`` on training batches only; ``target`` may be soft (MixUp).
+    optimizer : torch.optim.Optimizer, optional
+        Built on ``model.parameters()`` by the caller (moving the model to the device keeps
+        its parameters); default: ``config.optimizer`` with ``config.lr``.
+    schedule : Schedule, optional
+        A learning-rate schedule on that optimizer (e.g. the LR range test's exponential
+        sweep); default: ``config.scheduler`` (None: constant).
+    """
+    cfg = config
+    loop, n_batches, device = _prepare(model, X_train, y_train, X_val, y_val, n_classes, cfg,
+                                       classes, input_fn, augment_fn)
+    if optimizer is None:
+        optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr,
+                                    cfg.weight_decay, cfg.optimizer_kwargs)
+    if schedule is None:
+        schedule = build_schedule(cfg.scheduler, optimizer, cfg.max_epochs, n_batches,
+                                  monitor_mode(loop.monitor), cfg.scheduler_kwargs)
     cbs = sorted(callbacks, key=lambda cb: cb.order)
-    batch_cbs = [cb for cb in cbs if type(cb).on_batch_end is not Callback.on_batch_end]
     gen = torch.Generator().manual_seed(cfg.random_state)
     state = TrainState(model, optimizer, schedule, cfg, device, gen, n_batches, cbs)
     if resume is not None:
         state.load(resume)
-
+    hooks = _Hooks(cbs)
     for cb in cbs:
         cb.on_train_begin(state)
     try:
@@ -238,74 +376,15 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
             lr = optimizer.param_groups[0]["lr"]
             for cb in cbs:
                 cb.on_epoch_begin(state)
-            if draw_weights is None:
-                order = torch.randperm(n, generator=gen)
-            else:
-                order = torch.multinomial(draw_weights, n, replacement=True, generator=gen)
-            order = order.to(device)
-            # running metrics go into buffers (one op per batch each), reduced once per epoch
-            batch_loss = torch.empty(n_batches, device=device)
-            predicted = torch.empty(n_used, device=device, dtype=torch.long)
-            for b in range(n_batches):
-                idx = order[b * bs:(b + 1) * bs]
-                xb, yb = X[idx], y[idx]
-                if input_fn is not None:
-                    xb = input_fn(xb)
-                target = yb
-                if augment_fn is not None:
-                    xb, target = augment_fn(xb, yb)
-                with autocast():
-                    logits = model(xb)
-                    loss = criterion(logits, target)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is None:
-                    optimizer.step()
-                else:
-                    scaler.step(optimizer)
-                    scaler.update()
-                if schedule is not None and schedule.interval == "step":
-                    schedule.scheduler.step()
-                batch_loss[b] = loss.detach()
-                torch.argmax(logits.detach(), 1, out=predicted[b * bs:b * bs + len(idx)])
-                state.batch = b + 1
-                for cb in batch_cbs:
-                    cb.on_batch_end(state)
-
-            sizes = torch.full((n_batches,), float(bs), device=device)
-            sizes[-1] = n_used - bs * (n_batches - 1)
-            running_loss, running_correct = torch.stack([
-                (batch_loss * sizes).sum() / n_used,
-                (predicted == y[order[:n_used]]).sum().float()]).tolist()
-            record = {"epoch": state.epoch + 1, "lr": lr, "running_loss": running_loss,
-                      "running_accuracy": running_correct / n_used}
-            record.update(_measure(model, X_eval, y_eval, "train", n_classes, input_fn,
-                                   cfg.amp, eval_batch))
-            if has_val:
-                record.update(_measure(model, X_val, y_val, "valid", n_classes, input_fn,
-                                       cfg.amp, eval_batch))
+            record: dict[str, Any] = {"epoch": state.epoch + 1, "lr": lr,
+                                      **_train_epoch(state, loop, hooks)}
+            record.update(_measure(model, loop.X_eval, loop.y_eval, "train", n_classes,
+                                   loop.input_fn, cfg.amp, loop.eval_batch))
+            if loop.X_val is not None:
+                record.update(_measure(model, loop.X_val, loop.y_val, "valid", n_classes,
+                                       loop.input_fn, cfg.amp, loop.eval_batch))
             record["time"] = time.perf_counter() - start
-            state.history.append(record)
-            state.epoch += 1
-            state.batch = 0
-            if schedule is not None and schedule.interval == "epoch":
-                schedule.scheduler.step()
-            elif schedule is not None and schedule.interval == "plateau":
-                schedule.scheduler.step(record[monitor])
-            for cb in cbs:
-                cb.on_epoch_end(state)
-            if not math.isfinite(record["running_loss"]):
-                raise StopTraining(
-                    f"diverged: the training loss became {record['running_loss']} in epoch "
-                    f"{record['epoch']}; lower the learning rate (--lr) or clip gradients "
-                    "(--grad-clip 1.0)"
-                )
+            _end_epoch(state, loop, record)
     except StopTraining as stop:
         state.stop_reason = str(stop)
     for cb in cbs:

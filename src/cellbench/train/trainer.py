@@ -31,7 +31,7 @@ from ..models._base import class_weight_vector
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 from .engine import History, channels_last_fn, effective_monitor, fit, predict_logits
 
-__all__ = ["FittedModel", "load_model", "train_model"]
+__all__ = ["FittedModel", "Prepared", "load_model", "prepare", "train_model"]
 
 MODEL_FORMAT = "cellbench-model"
 
@@ -240,6 +240,79 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
     return pre, (pre.transform(ds.X[train]), y_train), (X_val, y_val), None
 
 
+@dataclass
+class Prepared:
+    """A model built for a split and its inputs, preprocessing fitted on training rows only.
+
+    What :func:`train_model` trains; probes (:mod:`cellbench.diagnose`) run
+    :func:`~cellbench.train.engine.fit` on it with their own callbacks, optimizer or schedule.
+    """
+
+    spec: Any
+    model: nn.Module | BaseModel
+    preprocessor: Any
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    input_fn: Any
+    n_classes: int
+    classes: list[Any]
+    input_shape: list[int]
+
+    def fit_network(self, train_cfg: TrainConfig, **kwargs: Any) -> Any:
+        """:func:`~cellbench.train.engine.fit` on these inputs (keyword arguments pass on)."""
+        augment = Augmenter.from_spec(train_cfg.augment, self.n_classes)
+        return fit(self.model, torch.from_numpy(self.X_train), torch.from_numpy(self.y_train),
+                   None if self.X_val is None else torch.from_numpy(self.X_val),
+                   None if self.y_val is None else torch.from_numpy(self.y_val),
+                   n_classes=self.n_classes, config=train_cfg, classes=self.classes,
+                   input_fn=self.input_fn, augment_fn=augment, **kwargs)
+
+
+def prepare(ds: Dataset, split: Split, train_cfg: TrainConfig,
+            data_cfg: DataConfig | None = None) -> Prepared:
+    """Fit the preprocessing on ``split.train``, seed, and build ``train_cfg.model``."""
+    data_cfg = data_cfg or DataConfig()
+    spec = MODELS.get(train_cfg.model)
+    _check_kind(spec, ds)
+    pre, (X_train, y_train), (X_val, y_val), input_fn = _prepare(ds, split, spec, data_cfg)
+    seed_everything(train_cfg.random_state)
+    class_weight = train_cfg.class_weight
+    if isinstance(class_weight, Mapping):  # labels -> codes, checked against the classes
+        vector = class_weight_vector(class_weight, y_train, ds.n_classes, ds.classes)
+        class_weight = dict(enumerate(vector.tolist()))
+    shape = list(ds.X.shape[1:])
+    model = create_model(spec.name, n_classes=ds.n_classes, **_shape_kwargs(shape),
+                         random_state=train_cfg.random_state, class_weight=class_weight,
+                         **train_cfg.model_kwargs)
+    return Prepared(spec, model, pre, X_train, y_train, X_val, y_val, input_fn, ds.n_classes,
+                    list(ds.classes), shape)
+
+
+def _train_network(p: Prepared, train_cfg: TrainConfig, split: Split,
+                   run_dir: str | Path | None, resume: bool, progress: Any, verbose: bool,
+                   callbacks: tuple[Callback, ...]) -> Any:
+    cbs: list[Callback] = [EarlyStopping(effective_monitor(train_cfg, p.X_val is not None),
+                                         train_cfg.patience), *callbacks]
+    resume_state = None
+    if run_dir is not None:
+        last = Path(run_dir) / "checkpoints" / "last.pt"
+        ident = {"model_name": p.spec.name, "preprocessing": p.preprocessor.state_dict()}
+        if resume and last.is_file():
+            resume_state = _read_checkpoint(last, "cellbench-train-state")
+            if resume_state["config"] != train_cfg.to_dict():
+                raise RunDirectoryError(
+                    f"--resume must use the configuration of the interrupted run in "
+                    f"{str(run_dir)!r}; the training settings differ. Rerun with the "
+                    "original settings, or start a new run directory."
+                )
+        cbs.append(Checkpoint(last, extra=ident))
+    if progress is not None or verbose:
+        cbs.append(ProgressBar(f"{p.spec.name} [{split.name}]", progress=progress))
+    return p.fit_network(train_cfg, callbacks=cbs, resume=resume_state)
+
+
 def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
                 data_cfg: DataConfig | None = None, *, run_dir: str | Path | None = None,
                 resume: bool = False, progress: Any = None, verbose: bool = False,
@@ -266,61 +339,27 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
     on_iteration : callable, optional
         ``(value, iteration)`` hook for boosted trees (tuning reports through it).
     """
-    data_cfg = data_cfg or DataConfig()
-    spec = MODELS.get(train_cfg.model)
-    _check_kind(spec, ds)
-    pre, (X_train, y_train), (X_val, y_val), input_fn = _prepare(ds, split, spec, data_cfg)
-
-    seed_everything(train_cfg.random_state)
-    class_weight = train_cfg.class_weight
-    if isinstance(class_weight, Mapping):  # labels -> codes, checked against the classes
-        vector = class_weight_vector(class_weight, y_train, ds.n_classes, ds.classes)
-        class_weight = dict(enumerate(vector.tolist()))
-    shape = list(ds.X.shape[1:])
-    model = create_model(spec.name, n_classes=ds.n_classes, **_shape_kwargs(shape),
-                         random_state=train_cfg.random_state, class_weight=class_weight,
-                         **train_cfg.model_kwargs)
+    p = prepare(ds, split, train_cfg, data_cfg)
+    model = p.model
     start = time.perf_counter()
     history, best_epoch, stop_reason, info = History(), 0, None, {}
     if isinstance(model, BaseModel):
         model.on_iteration = on_iteration
         try:
-            model.fit(X_train, y_train, X_val, y_val)
+            model.fit(p.X_train, p.y_train, p.X_val, p.y_val)
         finally:
             model.on_iteration = None
         info = model.fit_info()
     else:
-        cbs: list[Callback] = [EarlyStopping(effective_monitor(train_cfg, X_val is not None),
-                                             train_cfg.patience), *callbacks]
-        resume_state = None
-        if run_dir is not None:
-            last = Path(run_dir) / "checkpoints" / "last.pt"
-            ident = {"model_name": spec.name, "preprocessing": pre.state_dict()}
-            if resume and last.is_file():
-                resume_state = _read_checkpoint(last, "cellbench-train-state")
-                if resume_state["config"] != train_cfg.to_dict():
-                    raise RunDirectoryError(
-                        f"--resume must use the configuration of the interrupted run in "
-                        f"{str(run_dir)!r}; the training settings differ. Rerun with the "
-                        "original settings, or start a new run directory."
-                    )
-            cbs.append(Checkpoint(last, extra=ident))
-        if progress is not None or verbose:
-            cbs.append(ProgressBar(f"{spec.name} [{split.name}]", progress=progress))
-        augment = Augmenter.from_spec(train_cfg.augment, ds.n_classes)
-        state = fit(model, torch.from_numpy(X_train), torch.from_numpy(y_train),
-                    None if X_val is None else torch.from_numpy(X_val),
-                    None if y_val is None else torch.from_numpy(y_val),
-                    n_classes=ds.n_classes, config=train_cfg, classes=ds.classes,
-                    callbacks=cbs, resume=resume_state, input_fn=input_fn,
-                    augment_fn=augment)
+        state = _train_network(p, train_cfg, split, run_dir, resume, progress, verbose,
+                               callbacks)
         history, best_epoch, stop_reason = state.history, state.best_epoch, state.stop_reason
         model.cpu().eval()
     return FittedModel(
-        name=spec.name, model_kwargs={**spec.defaults, **train_cfg.model_kwargs}, model=model,
-        preprocessor=pre, classes=list(ds.classes), feature_names=list(ds.feature_names),
-        config=train_cfg, target=ds.target, input_shape=shape, aliases=dict(ds.aliases),
-        history=history,
+        name=p.spec.name, model_kwargs={**p.spec.defaults, **train_cfg.model_kwargs},
+        model=model, preprocessor=p.preprocessor, classes=list(ds.classes),
+        feature_names=list(ds.feature_names), config=train_cfg, target=ds.target,
+        input_shape=p.input_shape, aliases=dict(ds.aliases), history=history,
         best_epoch=best_epoch, stop_reason=stop_reason,
         fit_seconds=time.perf_counter() - start, info=info,
     )
