@@ -30,7 +30,7 @@ EXAMPLES = sorted((README.parent / "examples").glob("*/*.yaml"))
 def test_example_configs_name_real_models_and_a_listed_reference(path):
     """The seeds' experiments need ../shared data to run; their configs must at least be valid."""
     from cellbench._config import RunConfig
-    from cellbench.jobs import parse_models
+    from cellbench.models import parse_models
 
     cfg = RunConfig.from_yaml(path.read_text(encoding="utf-8"))
     labels = [m.label for m in parse_models(cfg.models)]

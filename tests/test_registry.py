@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from cellbench._registry import Registry
-from cellbench.exceptions import InvalidParameterError, UnknownNameError
-from cellbench.models import MODELS
-from cellbench.tune.spaces import (
+from cellbench._spaces import (
     CategoricalDist,
     FloatDist,
     IntDist,
     space_from_dict,
     space_to_dict,
 )
+from cellbench.exceptions import InvalidParameterError, UnknownNameError
+from cellbench.models import MODELS
 
 
 def test_register_get_list_and_duplicates():

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from cellbench.jobs import ModelChoice
+from cellbench.models import ModelChoice
 
 HERE = Path(__file__).parent
 WORK = HERE / "_work"

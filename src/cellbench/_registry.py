@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from ._spaces import Dist
 from ._utils import unknown_name_error
 from .exceptions import InvalidParameterError
-from .tune.spaces import Dist
 
 __all__ = ["ModelSpec", "Registry"]
 

@@ -59,14 +59,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
+    if isinstance(obj, (np.generic, np.ndarray, Path, set, frozenset, tuple)):
+        return to_builtin(list(obj) if isinstance(obj, (set, frozenset)) else obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
@@ -76,10 +70,8 @@ def to_builtin(obj: Any) -> Any:
         return {str(k): to_builtin(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_builtin(v) for v in obj]
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, (np.ndarray, np.generic)):
         return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -1,7 +1,9 @@
-"""The ``cellbench`` command line: a thin Typer layer over :mod:`cellbench.jobs`.
+"""The ``cellbench`` command line: a thin Typer layer over :mod:`cellbench.experiment`.
 
 Settings come, in increasing priority, from defaults, ``--config run.yaml``, explicit flags,
-and ``--set section.key=value``.
+and ``--set section.key=value``. Options are declared once per config section
+(:mod:`cellbench._options`); commands compute nothing themselves: they build the
+configuration, run a job and render its results (:mod:`cellbench.report.terminal`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from ._config import RunConfig, apply_overrides, load_config
+from ._options import DATA, RUN, SPLIT, TRAIN, Flags, merge_flags, with_options
 from ._utils import split_top_level
 from .exceptions import CellbenchError, CellbenchWarning, InvalidParameterError
+from .report.observer import TerminalObserver
 
 app = typer.Typer(
     name="cellbench",
@@ -31,7 +36,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-# -- options shared by train and compare ------------------------------------------------------
+# -- options every training command has (the config sections' options: cellbench._options) --
 DataArg = Annotated[str | None, typer.Argument(
     help="CSV/TSV/Parquet/FCS file, folder of FCS files, folder of images (one subfolder per "
          "class) or .npz. With --example: the example's name, cytometry (default) or images.",
@@ -41,114 +46,41 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
                                                    "(sections data, split, train).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override any setting: --set train.lr=3e-4 (repeatable).")]
-Target = Annotated[str | None, typer.Option("--target", "-t", help="Label column.")]
-Groups = Annotated[str | None, typer.Option(
-    "--groups", "-g", help="Patient/sample column: no group is split across parts.")]
-Features = Annotated[str | None, typer.Option(
-    "--features", help="Comma-separated feature names or globs (FCS: $PnN or $PnS).")]
-Drop = Annotated[str | None, typer.Option(
-    "--drop", help="Comma-separated columns (or globs) not to use, e.g. Time,Event*.")]
-Exclude = Annotated[str | None, typer.Option(
-    "--exclude-labels", help="Comma-separated labels whose rows are removed (e.g. 0).")]
-DropNA = Annotated[bool | None, typer.Option(
-    "--dropna/--no-dropna", help="Drop rows with NaN/inf instead of failing.",
-    show_default=False)]
-SampleSheet = Annotated[str | None, typer.Option(
-    "--sample-sheet", help="CSV file,label[,patient] for a folder of FCS files.")]
-SplitCol = Annotated[str | None, typer.Option(
-    "--split-column", help="Column of train/val/test: use the split as given.")]
-Transform = Annotated[str | None, typer.Option(
-    "--transform", help="Preprocessing fitted on train: arcsinh,standardize,quantile "
-                        "(comma-separated, in order).")]
-Cytometry = Annotated[str | None, typer.Option(
-    "--cytometry", help="mass or flow: arcsinh cofactor 5 or 150.")]
-Cofactor = Annotated[float | None, typer.Option("--cofactor", help="arcsinh cofactor.")]
-Resize = Annotated[int | None, typer.Option("--resize", help="Images: resize all to N x N "
-                                            "(bilinear, antialiased).")]
-SkipBad = Annotated[bool | None, typer.Option("--skip-bad/--no-skip-bad", help="Images: skip "
-                                              "unreadable files instead of failing.",
-                                              show_default=False)]
-GroupRegex = Annotated[str | None, typer.Option(
-    "--group-regex", help="Images: group id from each file name (first regex group).")]
-ImageNorm = Annotated[str | None, typer.Option(
-    "--image-norm", help="Images: standardize (default), unit ([0, 1]) or none (raw 0-255).")]
-Augment = Annotated[str | None, typer.Option(
-    "--augment", help="Images: augmentation policy, e.g. flip,rot90,rotate=15,mixup=0.2.")]
-CV = Annotated[int | None, typer.Option("--cv", help="k-fold cross-validation "
-                                           "(grouped when --groups).")]
-TestSize = Annotated[float | None, typer.Option("--test-size", help="Test fraction "
-                                                   "(holdout).")]
-ValSize = Annotated[float | None, typer.Option("--val-size", help="Validation fraction.")]
-Epochs = Annotated[int | None, typer.Option("--max-epochs", help="Maximum epochs.")]
-Batch = Annotated[int | None, typer.Option("--batch-size", help="Batch size.")]
-LR = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
-Optim = Annotated[str | None, typer.Option(
-    "--optimizer", help="sgd, asgd, adam, adamw or rmsprop.")]
-Sched = Annotated[str | None, typer.Option(
-    "--scheduler", help="step, exponential, cosine, onecycle or plateau.")]
-WD = Annotated[float | None, typer.Option("--weight-decay", help="L2 weight decay.")]
-Patience = Annotated[int | None, typer.Option("--patience", help="Early-stopping "
-                                                 "patience (epochs).")]
-ClassWeight = Annotated[str | None, typer.Option(
-    "--class-weight", help="'balanced' to weight the loss by inverse class frequency.")]
-Sampler = Annotated[str | None, typer.Option(
-    "--sampler", help="'balanced' to draw classes equally often.")]
-GradClip = Annotated[float | None, typer.Option("--grad-clip", help="Max gradient norm.")]
-Seed = Annotated[int | None, typer.Option("--seed", help="Training seed.")]
-Seeds = Annotated[int | None, typer.Option("--seeds", help="Repeat networks with N "
-                                              "training seeds.")]
-Reference = Annotated[str | None, typer.Option(
-    "--reference", help="Model the others are tested against (default: the best).")]
-TestUnit = Annotated[str | None, typer.Option(
-    "--test-unit", help="Unit of the paired tests: auto (patients if --groups, else runs, "
-                        "else cells), groups, runs or cells.")]
-Alpha = Annotated[float | None, typer.Option("--alpha", help="Significance level (0.05).")]
-Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:i].")]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default "
                                              "runs/<job>-<time>).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Registry name, optionally with arguments and training settings: "
+                          "mlp(width=64), cnn1d-seed(dropout=0.5/0.9,optimizer=asgd).")]
+Resize = Annotated[int | None, typer.Option("--resize", help="Images: resize all to N x N "
+                                            "(bilinear, antialiased).")]
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return None if value is None else split_top_level(value)
-
-
-def _build_config(data: str | None, example: bool, config: Path | None, sets: list[str] | None,
-                  **flags: Any) -> RunConfig:
-    """defaults < example < --config < flags < --set."""
-    from .jobs import example_config
+def _build_config(data: str | None, example: bool, config: Path | None,
+                  sets: list[str] | None, flags: Flags, model: str | None = None,
+                  models: str | None = None, holdout_example: bool = False) -> RunConfig:
+    """defaults < example < --config < flags < --set; ``model`` is a full spec."""
+    from .experiment import example_config
+    from .models import parse_model
 
     cfg = RunConfig()
     if example:
         cfg = example_config(data or "cytometry")
+        if holdout_example and not flags.get("split", {}).get("cv"):
+            cfg = cfg.replace(split=cfg.split.replace(cv=None))  # one model: one split
         data = None
     if config is not None:
         cfg = load_config(config)
-    overrides = []
-    sections = {"data": {"target", "groups", "features", "drop", "exclude_labels", "dropna",
-                         "sample_sheet", "split_column", "transform", "cytometry",
-                         "cofactor", "resize", "skip_bad", "group_regex", "image_norm"},
-                "split": {"cv", "test_size", "val_size"},
-                "train": {"max_epochs", "batch_size", "lr", "optimizer", "scheduler",
-                          "weight_decay", "patience", "class_weight", "sampler", "grad_clip",
-                          "random_state", "device", "model", "augment"},
-                "": {"seeds", "models", "reference", "test_unit", "alpha"}}
-    if data is not None:
-        flags["path"] = data
-        sections["data"].add("path")
-    for section, keys in sections.items():
-        for key in keys:
-            value = flags.get(key)
-            if value is None:
-                continue
-            if key in ("features", "drop", "exclude_labels", "transform", "models"):
-                value = _csv(value) if isinstance(value, str) else value
-            overrides.append((section, key, value))
-    raw = cfg.to_dict()
-    for section, key, value in overrides:
-        (raw[section] if section else raw)[key] = value
-    cfg = RunConfig.from_dict(raw, where="options")
-    return apply_overrides(cfg, sets or [])
+    flags = {k: dict(v) for k, v in flags.items()}
+    if models is not None:
+        flags.setdefault("", {})["models"] = split_top_level(models)
+    choice = parse_model(model) if model is not None else None
+    if choice is not None:
+        flags.setdefault("train", {})["model"] = choice.name
+    cfg = apply_overrides(merge_flags(cfg, flags, data), sets or [])
+    if choice is not None and (choice.kwargs or choice.train):
+        cfg = cfg.replace(train=choice.configure(cfg.train))
+    return cfg
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -156,7 +88,7 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, CellbenchWarning):
-            err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
         else:
             _default_show(message, category, filename, lineno, file, line)
 
@@ -165,7 +97,7 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except CellbenchError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted.[/] Finished results are kept; rerun the same "
@@ -175,7 +107,12 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         warnings.showwarning = _default_show
 
 
+def _observer(quiet: bool) -> TerminalObserver:
+    return TerminalObserver(console, show_progress=not quiet)
+
+
 @app.command()
+@with_options(DATA, SPLIT, TRAIN, RUN)
 def compare(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
     models: Annotated[str | None, typer.Option(
@@ -183,58 +120,27 @@ def compare(
         "lda,lightgbm,mlp(width=256,depth=3). Default for tables: majority, logreg, lda, "
         "lightgbm, mlp, cnn1d-seed; for images: majority, logreg, shallow-seed004, "
         "cnn-seed003, resnet8.")] = None,
-    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
-    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
-    split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
-    cofactor: Cofactor = None, resize: Resize = None, skip_bad: SkipBad = None,
-    group_regex: GroupRegex = None, image_norm: ImageNorm = None, augment: Augment = None,
-    cv: CV = None, test_size: TestSize = None,
-    val_size: ValSize = None, max_epochs: Epochs = None, batch_size: Batch = None,
-    lr: LR = None, optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
-    patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
-    grad_clip: GradClip = None, seed: Seed = None, seeds: Seeds = None, device: Device = None,
-    reference: Reference = None, test_unit: TestUnit = None, alpha: Alpha = None,
-    out: Out = None, sets: SetOpt = None, quiet: Quiet = False,
+    out: Out = None, sets: SetOpt = None, quiet: Quiet = False, *, flags: Flags,
 ) -> None:
     """Train several models on the same splits; metrics with 95% CIs and paired tests.
 
     Example: cellbench compare cells.parquet --target label --groups patient --cv 5
     """
-    from .jobs import run_compare
+    from .experiment import run_compare
+    from .report.terminal import show_compare
 
-    cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
-               features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
-               sample_sheet=sample_sheet, split_column=split_column, transform=transform,
-               cytometry=cytometry, cofactor=cofactor, resize=resize, skip_bad=skip_bad,
-               group_regex=group_regex, image_norm=image_norm, augment=augment, cv=cv,
-               test_size=test_size,
-               val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-               optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
-               patience=patience, class_weight=class_weight, sampler=sampler,
-               grad_clip=grad_clip, random_state=seed, seeds=seeds, device=device,
-               models=models, reference=reference, test_unit=test_unit, alpha=alpha)
-    _run(run_compare, cfg, out, console=console, show_progress=not quiet)
+    cfg = _run(_build_config, data, example, config, sets, flags, models=models)
+    show_compare(_run(run_compare, cfg, out, observer=_observer(quiet)), console)
 
 
 @app.command()
+@with_options(DATA, SPLIT, TRAIN, RUN.only("seeds"))
 def train(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Registry name, "
-                                                 "optionally with arguments: mlp(width=64).")
-                     ] = None,
-    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
-    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
-    split_column: SplitCol = None, transform: Transform = None, cytometry: Cytometry = None,
-    cofactor: Cofactor = None, resize: Resize = None, skip_bad: SkipBad = None,
-    group_regex: GroupRegex = None, image_norm: ImageNorm = None, augment: Augment = None,
-    cv: CV = None, seeds: Seeds = None, test_size: TestSize = None, val_size: ValSize = None,
-    max_epochs: Epochs = None, batch_size: Batch = None, lr: LR = None,
-    optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
-    patience: Patience = None, class_weight: ClassWeight = None, sampler: Sampler = None,
-    grad_clip: GradClip = None, seed: Seed = None, device: Device = None, out: Out = None,
+    model: ModelOpt = None, out: Out = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue the interrupted run in this directory.")] = None,
-    sets: SetOpt = None, quiet: Quiet = False,
+    sets: SetOpt = None, quiet: Quiet = False, *, flags: Flags,
 ) -> None:
     """Train one model; evaluate the test part once; save model.pt, curves and metrics.
 
@@ -243,35 +149,21 @@ def train(
 
     Example: cellbench train cells.fcs --target label --model cnn1d-seed --max-epochs 50
     """
-    from .jobs import parse_models, run_train
+    from .experiment import run_train
+    from .report.terminal import show_train
 
     if resume is not None:
         cfg = _run(load_config, resume / "config.yaml")
-        _run(run_train, cfg, resume, resume=True, console=console, show_progress=not quiet)
+        show_train(_run(run_train, cfg, resume, resume=True, observer=_observer(quiet)),
+                   console)
         return
-    choice = None
-    if model is not None:
-        choice = _run(parse_models, [model])[0]
-    cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
-               features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
-               sample_sheet=sample_sheet, split_column=split_column, transform=transform,
-               cytometry=cytometry, cofactor=cofactor, resize=resize, skip_bad=skip_bad,
-               group_regex=group_regex, image_norm=image_norm, augment=augment,
-               test_size=test_size,
-               val_size=val_size, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-               optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay,
-               patience=patience, class_weight=class_weight, sampler=sampler,
-               grad_clip=grad_clip, random_state=seed, device=device, cv=cv, seeds=seeds,
-               model=choice.name if choice else None)
-    if example and cv is None and cfg.split.cv is not None:
-        cfg = cfg.replace(split=cfg.split.replace(cv=None))
-    if choice is not None and (choice.kwargs or choice.train):
-        cfg = cfg.replace(train=cfg.train.replace(
-            model_kwargs={**cfg.train.model_kwargs, **choice.kwargs}, **choice.train))
-    _run(run_train, cfg, out, console=console, show_progress=not quiet)
+    cfg = _run(_build_config, data, example, config, sets, flags, model=model,
+               holdout_example=True)
+    show_train(_run(run_train, cfg, out, observer=_observer(quiet)), console)
 
 
 @app.command()
+@with_options(DATA, SPLIT, TRAIN, RUN.without("reference"))
 def ablate(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="The base model (registry "
@@ -282,47 +174,33 @@ def ablate(
     ] = None,
     design_kind: Annotated[str, typer.Option("--design", help="oat (one factor at a time "
                                              "from the base) or full (factorial).")] = "oat",
-    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
-    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
-    transform: Transform = None, cytometry: Cytometry = None, cofactor: Cofactor = None,
-    resize: Resize = None, group_regex: GroupRegex = None, image_norm: ImageNorm = None,
-    augment: Augment = None, cv: CV = None, seeds: Seeds = None, test_size: TestSize = None,
-    val_size: ValSize = None, max_epochs: Epochs = None, batch_size: Batch = None,
-    lr: LR = None, optimizer: Optim = None, scheduler: Sched = None, weight_decay: WD = None,
-    patience: Patience = None, seed: Seed = None, device: Device = None,
-    test_unit: TestUnit = None, alpha: Alpha = None, out: Out = None, sets: SetOpt = None,
-    quiet: Quiet = False,
+    out: Out = None, sets: SetOpt = None, quiet: Quiet = False, *, flags: Flags,
 ) -> None:
     """Vary factors of one model over seeds and folds; test each level against the base.
 
     Example: cellbench ablate --example --model cnn1d-seed --factor dropout=0.25/0.5,0,0.5/0.9
     --factor batchnorm=on,off --seeds 3
     """
-    from .jobs import parse_models, run_ablate
+    from .experiment import run_ablate
+    from .report.terminal import show_ablate
 
-    choice = _run(parse_models, [model])[0] if model else None
-    cfg = _run(_build_config, data, example, config, sets, target=target, groups=groups,
-               features=features, drop=drop, exclude_labels=exclude_labels, dropna=dropna,
-               sample_sheet=sample_sheet, transform=transform, cytometry=cytometry,
-               cofactor=cofactor, resize=resize, group_regex=group_regex,
-               image_norm=image_norm, augment=augment, cv=cv, seeds=seeds,
-               test_size=test_size, val_size=val_size, max_epochs=max_epochs,
-               batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
-               weight_decay=weight_decay, patience=patience, random_state=seed,
-               device=device, test_unit=test_unit, alpha=alpha,
-               model=choice.name if choice else None)
-    if choice is not None and (choice.kwargs or choice.train):
-        cfg = cfg.replace(train=cfg.train.replace(
-            model_kwargs={**cfg.train.model_kwargs, **choice.kwargs}, **choice.train))
-    _run(run_ablate, cfg, factor or [], design_kind, out, console=console,
-         show_progress=not quiet)
+    cfg = _run(_build_config, data, example, config, sets, flags, model=model)
+    show_ablate(_run(run_ablate, cfg, factor or [], design_kind, out,
+                     observer=_observer(quiet)), console)
+
+
+#: what tuning searches is not an option of ``tune`` (it would be overridden by every trial)
+TUNED = ("batch_size", "lr", "optimizer", "scheduler", "weight_decay", "class_weight",
+         "sampler", "grad_clip")
 
 
 @app.command()
+@with_options(DATA, SPLIT, TRAIN.without(*TUNED))
 def tune(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to tune (registry "
-                                              "name).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model to tune: a registry name, optionally with fixed "
+                              "arguments, e.g. mlp(depth=2).")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Finished trials (complete "
                                         "or pruned) the study should reach.")] = 20,
     timeout: Annotated[str | None, typer.Option("--timeout", help="Stop this process after "
@@ -350,34 +228,20 @@ def tune(
                                            "of a running trial.")] = 30,
     grace: Annotated[int, typer.Option("--grace-period", help="Seconds without a heartbeat "
                                        "before a trial is failed and retried.")] = 300,
-    target: Target = None, groups: Groups = None, features: Features = None, drop: Drop = None,
-    exclude_labels: Exclude = None, dropna: DropNA = None, sample_sheet: SampleSheet = None,
-    transform: Transform = None, cytometry: Cytometry = None, cofactor: Cofactor = None,
-    resize: Resize = None, group_regex: GroupRegex = None, image_norm: ImageNorm = None,
-    augment: Augment = None, cv: CV = None, test_size: TestSize = None,
-    val_size: ValSize = None, max_epochs: Epochs = None, patience: Patience = None,
-    seed: Seed = None, device: Device = None, out: Out = None, sets: SetOpt = None,
-    quiet: Quiet = False,
+    out: Out = None, sets: SetOpt = None, quiet: Quiet = False, *, flags: Flags,
 ) -> None:
     """Tune a model with Optuna (TPE, pruning); resumable; test the best settings once.
 
     Rerun the same command to continue an interrupted study. With --storage postgresql://...
     other machines join with `cellbench tune-worker --study NAME --storage URL`.
     """
-    from .tune.job import run_tune
+    from .experiment import run_tune
+    from .report.terminal import show_tune
     from .tune.study import TuneSettings, parse_duration
 
     def build() -> tuple[RunConfig, TuneSettings, dict | None]:
-        cfg = _build_config(data, example, config, sets, target=target, groups=groups,
-                            features=features, drop=drop, exclude_labels=exclude_labels,
-                            dropna=dropna, sample_sheet=sample_sheet, transform=transform,
-                            cytometry=cytometry, cofactor=cofactor, resize=resize,
-                            group_regex=group_regex, image_norm=image_norm, augment=augment,
-                            cv=cv, test_size=test_size, val_size=val_size,
-                            max_epochs=max_epochs, patience=patience, random_state=seed,
-                            device=device, model=model)
-        if example and cv is None:
-            cfg = cfg.replace(split=cfg.split.replace(cv=None))
+        cfg = _build_config(data, example, config, sets, flags, model=model,
+                            holdout_example=True)
         settings = TuneSettings(trials=trials, timeout=parse_duration(timeout), pruner=pruner,
                                 sampler=sampler, metric=metric, storage=storage,
                                 study_name=study, final_seeds=final_seeds,
@@ -391,8 +255,8 @@ def tune(
         return cfg, settings, overrides
 
     cfg, settings, overrides = _run(build)
-    _run(run_tune, cfg, settings, out, space_overrides=overrides, console=console,
-         show_progress=not quiet)
+    show_tune(_run(run_tune, cfg, settings, out, space_overrides=overrides,
+                   observer=_observer(quiet)), console)
 
 
 @app.command("tune-worker")
@@ -406,12 +270,11 @@ def tune_worker(
     quiet: Quiet = False,
 ) -> None:
     """Join a study started by `cellbench tune --storage URL` and run its trials."""
-    from .tune.job import run_tune_worker
+    from .experiment import run_tune_worker
     from .tune.study import parse_duration
 
     _run(lambda: run_tune_worker(study, storage, trials=trials,
-                                 timeout=parse_duration(timeout), console=console,
-                                 show_progress=not quiet))
+                                 timeout=parse_duration(timeout), observer=_observer(quiet)))
 
 
 @app.command()
@@ -426,10 +289,11 @@ def predict(
     resize: Resize = None,
 ) -> None:
     """Predict labels and class probabilities for new cells or images with a saved model."""
-    from .jobs import run_predict
+    from .experiment import run_predict
+    from .report.terminal import show_predict
 
-    _run(run_predict, model, data, out or Path("predictions.csv"), dropna=dropna,
-         resize=resize, console=console)
+    show_predict(_run(run_predict, model, data, out or Path("predictions.csv"), dropna=dropna,
+                      resize=resize), console)
 
 
 @app.command("models")
@@ -481,8 +345,7 @@ def summary(
     """Per-layer output shape and parameters, total parameters and multiply-accumulates."""
     from rich.table import Table
 
-    from .jobs import parse_models
-    from .models import MODELS, create_model
+    from .models import MODELS, create_model, parse_models
     from .models.summary import summarize
 
     def build() -> Any:

@@ -48,6 +48,7 @@ def _masked(text: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # ~30 s alone; a busy shared machine is slower
 def test_compare_example_reproduces_the_stored_output(tmp_path):
     out = tmp_path / "example"
     result = CliRunner().invoke(app, ["compare", "--example", "--out", str(out), "--quiet"],

@@ -17,9 +17,11 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from cellbench._config import DataConfig, RunConfig, SplitConfig, TrainConfig
+from cellbench._spaces import CategoricalDist, FloatDist
 from cellbench.exceptions import InvalidParameterError
-from cellbench.tune.job import _optimize, run_tune
-from cellbench.tune.spaces import CategoricalDist, FloatDist
+from cellbench.experiment import run_tune
+from cellbench.report.observer import TerminalObserver
+from cellbench.tune.optimize import optimize
 from cellbench.tune.study import (
     HEARTBEAT_ATTR,
     TRAINING_SPACE,
@@ -98,9 +100,9 @@ def _cfg(tiny_csv, model="mlp", **train):
 def test_journal_study_runs_resumes_and_tests_the_best_once(tmp_path, tiny_csv):
     out = tmp_path / "tune"
     settings = TuneSettings(trials=3, pruner="median", final_seeds=1)
-    summary = run_tune(_cfg(tiny_csv), settings, out, show_progress=False,
+    summary = run_tune(_cfg(tiny_csv), settings, out,
                        space_overrides={"optimizer": "adam", "scheduler": None})
-    assert summary["trials"]["finished"] == 3
+    assert summary.trials["finished"] == 3
     assert (out / "study.journal").is_file() and (out / "best.yaml").is_file()
     assert (out / "tune_history.png").is_file() and (out / "space.yaml").is_file()
     best = RunConfig.from_yaml((out / "best.yaml").read_text())
@@ -113,23 +115,23 @@ def test_journal_study_runs_resumes_and_tests_the_best_once(tmp_path, tiny_csv):
     assert all(t.intermediate_values for t in study.trials)  # one value per epoch
     # the same command with a larger target continues the same study
     again = run_tune(_cfg(tiny_csv), TuneSettings(trials=5, pruner="median", final_seeds=1),
-                     out, show_progress=False,
+                     out,
                      space_overrides={"optimizer": "adam", "scheduler": None})
-    assert again["trials"]["finished"] == 5
+    assert again.trials["finished"] == 5
     with pytest.raises(InvalidParameterError, match=r"started with a different configuration"):
-        run_tune(_cfg(tiny_csv, lr=0.1), settings, out, show_progress=False,
+        run_tune(_cfg(tiny_csv, lr=0.1), settings, out,
                  space_overrides={"optimizer": "adam", "scheduler": None})
 
 
 def test_lightgbm_reports_validation_loss_for_pruning(tmp_path, tiny_csv):
     summary = run_tune(_cfg(tiny_csv, model="lightgbm"), TuneSettings(trials=2, final_seeds=1),
-                       tmp_path / "lgb", show_progress=False,
+                       tmp_path / "lgb",
                        space_overrides={"learning_rate": 0.3})
     storage = make_storage(None, tmp_path / "lgb", TuneSettings())
     study = optuna.load_study(study_name="cellbench-lightgbm", storage=storage)
     values = [v for t in study.trials for v in t.intermediate_values.values()]
     assert values and all(v < 0 for v in values)  # negative log-loss
-    assert summary["best"]["params"]["learning_rate"] == 0.3
+    assert summary.best["params"]["learning_rate"] == 0.3
 
 
 @pytest.mark.parametrize("when", ["during training", "after the last report"])
@@ -155,7 +157,7 @@ def test_a_worker_whose_trial_another_process_failed_carries_on(tmp_path, when):
         return x
 
     console = Console(file=io.StringIO(), width=200)
-    _optimize(study, objective, settings, False, console, False)
+    optimize(study, objective, settings, False, TerminalObserver(console, False))
     assert study_counts(study)["complete"] == 3 and study.trials[0].state == TrialState.FAIL
     assert "trial 0 was failed by another process" in console.file.getvalue()
     assert trained[0] == (0 if when == "after the last report" else 1)
@@ -165,7 +167,8 @@ def test_a_worker_whose_trial_another_process_failed_carries_on(tmp_path, when):
         raise ValueError("bad setting")
 
     with pytest.raises(ValueError, match="bad setting"):
-        _optimize(study, broken, TuneSettings(trials=10, pruner="none"), False, console, False)
+        optimize(study, broken, TuneSettings(trials=10, pruner="none"), False,
+                 TerminalObserver(console, False))
 
 
 def test_a_trial_of_a_dead_process_is_failed_and_queued_again(tmp_path):

@@ -33,26 +33,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .._utils import did_you_mean
-from ..exceptions import InvalidParameterError
+from .._config import AUGMENTATIONS, parse_augment
 
-__all__ = ["AUGMENTATIONS", "Augmenter"]
-
-#: name -> (default value, allowed range) ; flags have no value
-AUGMENTATIONS: dict[str, tuple[float | None, tuple[float, float] | None]] = {
-    "flip": (None, None),
-    "rot90": (None, None),
-    "rotate": (15.0, (0.0, 180.0)),
-    "shift": (0.1, (0.0, 0.5)),
-    "crop": (0.8, (0.1, 1.0)),
-    "jitter": (0.2, (0.0, 1.0)),
-    "noise": (0.05, (0.0, 1.0)),
-    "blur": (1.0, (0.1, 5.0)),
-    "erase": (0.25, (0.0, 1.0)),
-    "mixup": (0.2, (0.01, 10.0)),
-    "cutmix": (1.0, (0.01, 10.0)),
-}
-
+__all__ = ["AUGMENTATIONS", "Augmenter"]  # AUGMENTATIONS: the grammar, kept in _config
 
 @dataclass
 class Augmenter:
@@ -69,37 +52,7 @@ class Augmenter:
         """Parse a policy string; None or "" gives None (no augmentation)."""
         if not spec:
             return None
-        ops: dict[str, float | None] = {}
-        for item in (p.strip() for p in spec.split(",")):
-            if not item:
-                continue
-            name, sep, raw = item.partition("=")
-            name = name.strip().lower()
-            if name not in AUGMENTATIONS:
-                guess = did_you_mean(name, AUGMENTATIONS)
-                raise InvalidParameterError(
-                    f"augmentation must be one of {', '.join(AUGMENTATIONS)}; got {name!r}."
-                    + (f" Did you mean {guess!r}?" if guess else "")
-                )
-            default, bounds = AUGMENTATIONS[name]
-            if bounds is None:
-                if sep:
-                    raise InvalidParameterError(f"augmentation {name!r} takes no value; got "
-                                                f"{item!r}.")
-                ops[name] = None
-                continue
-            try:
-                value = float(raw) if sep else float(default)  # type: ignore[arg-type]
-            except ValueError:
-                raise InvalidParameterError(f"augmentation {name!r} must be a number; got "
-                                            f"{raw!r}.") from None
-            if not bounds[0] <= value <= bounds[1]:
-                raise InvalidParameterError(
-                    f"augmentation {name} must be in [{bounds[0]:g}, {bounds[1]:g}]; got "
-                    f"{value:g}."
-                )
-            ops[name] = value
-        return cls(ops, n_classes)
+        return cls(parse_augment(spec), n_classes)
 
     def describe(self) -> str:
         return ", ".join(k if v is None else f"{k}={v:g}" for k, v in self.ops.items())

@@ -25,7 +25,7 @@ from .._utils import format_list
 from ..exceptions import CellbenchWarning, DataError
 from . import checks
 from .dataset import Dataset
-from .io import read_sample_sheet
+from .io import read_sample_sheet, sheet_entries
 
 __all__ = ["IMAGE_SUFFIXES", "is_image_source", "load_images", "read_image",
            "read_images_for_prediction", "resize_images"]
@@ -122,15 +122,7 @@ def _collect_folder(root: Path, sample_sheet: str | Path | None, group_column: s
                             f"{str(sample_sheet)!r}; its columns are {list(sheet.columns)}.")
         col = (group_column or "").lower() or next(
             (c for c in ("patient", "group", "slide", "sample") if c in sheet.columns), None)
-        for i, row in enumerate(sheet.itertuples(index=False), start=1):
-            path = root / row.file
-            if not path.is_file():
-                raise DataError(
-                    f"sample sheet {str(sample_sheet)!r} row {i} names file {row.file!r}, which "
-                    f"must exist in {str(root)!r} but does not. Fix the name or remove the row."
-                )
-            entries.append((path, row.label, getattr(row, col) if col else None))
-        return entries
+        return sheet_entries(sheet, sample_sheet, root, col)
     subfolders = sorted(p for p in root.iterdir() if p.is_dir())
     if not subfolders and not require_labels:
         return [(f, "", None) for f in _image_files(root)]

@@ -125,6 +125,21 @@ def read_sample_sheet(path: str | Path) -> pd.DataFrame:
     return sheet
 
 
+def sheet_entries(sheet: pd.DataFrame, sheet_path: str | Path, root: Path,
+                  group_column: str | None) -> list[tuple[Path, Any, Any]]:
+    """``(file, label, group)`` per sample-sheet row; a file that is missing is an error."""
+    entries = []
+    for i, row in enumerate(sheet.itertuples(index=False), start=1):
+        path = root / row.file
+        if not path.is_file():
+            raise DataError(
+                f"sample sheet {str(sheet_path)!r} row {i} names file {row.file!r}, which "
+                f"must exist in {str(root)!r} but does not. Fix the name or remove the row."
+            )
+        entries.append((path, row.label, getattr(row, group_column) if group_column else None))
+    return entries
+
+
 def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
                      require_labels: bool = True) -> _Frame:
     if sample_sheet is None:
@@ -133,15 +148,8 @@ def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
     entries: list[tuple[Path, str, str | None]] = []  # (file, label, patient)
     if sample_sheet is not None:
         sheet = read_sample_sheet(sample_sheet)
-        has_patient = "patient" in sheet.columns
-        for i, row in enumerate(sheet.itertuples(index=False), start=1):
-            file = root / row.file
-            if not file.is_file():
-                raise DataError(
-                    f"sample sheet {str(sample_sheet)!r} row {i} names file {row.file!r}, which "
-                    f"must exist in {str(root)!r} but does not. Fix the name or remove the row."
-                )
-            entries.append((file, row.label, row.patient if has_patient else None))
+        entries += sheet_entries(sheet, sample_sheet, root,
+                                 "patient" if "patient" in sheet.columns else None)
         listed = {e[0].resolve() for e in entries}
         unlisted = [p.name for p in _fcs_files(root) if p.resolve() not in listed]
         if unlisted:
@@ -263,6 +271,70 @@ def _label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
     return codes.astype(np.int64), classes.tolist()
 
 
+def _roles(raw: _Frame, columns: list[str], target: str | None, groups: str | None,
+           split_column: str | None) -> tuple[str, str | None, str | None]:
+    """The target, group and split columns: as given (checked, with suggestions), else
+    what the source says (FCS sample sheets), else a guessed label column."""
+    aliases = raw.aliases
+    target = _column(target, columns, aliases, "target", "--target") if target else None
+    target = target or raw.target or _guess_target(columns)
+    group_col = _column(groups, columns, aliases, "groups", "--groups") if groups else None
+    split_col = (_column(split_column, columns, aliases, "split", "--split-column")
+                 if split_column else None)
+    return target, group_col or raw.groups, split_col
+
+
+def _feature_columns(columns: list[str], aliases: dict[str, str], roles: set[str],
+                     features: Sequence[str], drop: Sequence[str]) -> list[str]:
+    """The feature columns: ``features`` (names or globs) or every column without a role."""
+    dropped = set(_resolve(drop, columns, aliases, "drop pattern")) if drop else set()
+    if features:
+        feature_cols = _resolve(features, columns, aliases, "feature")
+        clash = [c for c in feature_cols if c in roles]
+        if clash:
+            raise DataError(f"features must not include the target, group or split column; got "
+                            f"{clash}. Remove them from --features.")
+        feature_cols = [c for c in feature_cols if c not in dropped]
+    else:
+        feature_cols = [c for c in columns if c not in roles and c not in dropped]
+    if not feature_cols:
+        raise DataError(f"at least one feature column must remain; got none after removing "
+                        f"target/groups/drop from {format_list(columns, 12)}.")
+    return feature_cols
+
+
+def _check_numeric(frame: pd.DataFrame, feature_cols: list[str], rows: np.ndarray,
+                   id_like: Sequence[tuple[str, str]]) -> None:
+    problems = checks.non_numeric_features(frame, feature_cols, rows, id_like)
+    if problems:
+        raise DataError("\n".join(problems) if len(problems) == 1 else
+                        f"{len(problems)} feature columns must be numeric:\n  - "
+                        + "\n  - ".join(problems))
+
+
+def _complete_rows(frame: pd.DataFrame, X: np.ndarray, feature_cols: list[str], target: str,
+                   group_col: str | None, rows: np.ndarray, dropna: bool) -> np.ndarray | None:
+    """Rows to keep when some have NaN/inf features or no label or group (``dropna``); None
+    when all are complete. Without ``dropna`` such rows raise, naming where they are."""
+    bad_label = frame[target].isna().to_numpy()
+    bad_x = ~np.isfinite(X)
+    bad_rows = bad_x.any(axis=1) | bad_label
+    bad_group = frame[group_col].isna().to_numpy() if group_col else np.zeros_like(bad_label)
+    bad_rows |= bad_group
+    if not bad_rows.any():
+        return None
+    message = checks.describe_missing(X, bad_x, bad_label, feature_cols, target, rows)
+    if bad_group.any():
+        message += (f" Group column {group_col!r} is empty in {int(bad_group.sum())} rows "
+                    f"(first at row {rows[np.argmax(bad_group)] + 1}).")
+    if not dropna:
+        raise DataError(message + f" Pass --dropna (dropna=True) to drop the "
+                        f"{int(bad_rows.sum())} affected rows, or fill them first.")
+    warnings.warn(f"Dropped {int(bad_rows.sum())} of {len(frame)} rows: {message}",
+                  CellbenchWarning, stacklevel=3)
+    return ~bad_rows
+
+
 def load_table(
     source: Any,
     *,
@@ -316,13 +388,7 @@ def load_table(
         dup = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"column names must be unique; got duplicates {dup} in {raw.source}.")
 
-    target = _column(target, columns, aliases, "target", "--target") if target else None
-    target = target or raw.target or _guess_target(columns)
-    group_col = _column(groups, columns, aliases, "groups", "--groups") if groups else None
-    group_col = group_col or raw.groups
-    split_col = (_column(split_column, columns, aliases, "split", "--split-column")
-                 if split_column else None)
-
+    target, group_col, split_col = _roles(raw, columns, target, groups, split_column)
     rows = np.arange(len(frame))  # original positions, for messages after filtering
     if len(exclude_labels):
         keep = ~_match_labels(frame[target], [str(v) for v in exclude_labels])
@@ -332,69 +398,27 @@ def load_table(
         frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
 
     roles = {c for c in (target, group_col, split_col) if c}
-    dropped = set(_resolve(drop, columns, aliases, "drop pattern")) if drop else set()
-    if features:
-        feature_cols = _resolve(features, columns, aliases, "feature")
-        clash = [c for c in feature_cols if c in roles]
-        if clash:
-            raise DataError(f"features must not include the target, group or split column; got "
-                            f"{clash}. Remove them from --features.")
-        feature_cols = [c for c in feature_cols if c not in dropped]
-    else:
-        feature_cols = [c for c in columns if c not in roles and c not in dropped]
-    if not feature_cols:
-        raise DataError(f"at least one feature column must remain; got none after removing "
-                        f"target/groups/drop from {format_list(columns, 12)}.")
+    feature_cols = _feature_columns(columns, aliases, roles, features, drop)
 
     id_like = [] if group_col else checks.id_like_columns(
         frame, [c for c in columns if c not in (target, split_col)])
-    problems = checks.non_numeric_features(frame, feature_cols, rows, id_like)
-    if problems:
-        raise DataError("\n".join(problems) if len(problems) == 1 else
-                        f"{len(problems)} feature columns must be numeric:\n  - "
-                        + "\n  - ".join(problems))
+    _check_numeric(frame, feature_cols, rows, id_like)
 
     X = frame[feature_cols].to_numpy(dtype=np.float32)
-    label_col = frame[target]
-    bad_label = label_col.isna().to_numpy()
-    bad_x = ~np.isfinite(X)
-    bad_rows = bad_x.any(axis=1) | bad_label
-    if group_col:
-        bad_group = frame[group_col].isna().to_numpy()
-        bad_rows |= bad_group
-    if bad_rows.any():
-        message = checks.describe_missing(X, bad_x, bad_label, feature_cols, target, rows)
-        if group_col and bad_group.any():
-            message += (f" Group column {group_col!r} is empty in {int(bad_group.sum())} rows "
-                        f"(first at row {rows[np.argmax(bad_group)] + 1}).")
-        if not dropna:
-            raise DataError(message + f" Pass --dropna (dropna=True) to drop the "
-                            f"{int(bad_rows.sum())} affected rows, or fill them first.")
-        warnings.warn(f"Dropped {int(bad_rows.sum())} of {len(frame)} rows: {message}",
-                      CellbenchWarning, stacklevel=2)
-        keep = ~bad_rows
+    keep = _complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)
+    if keep is not None:
         frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
-        label_col = frame[target]
 
-    y, classes = _label_values(label_col)
+    y, classes = _label_values(frame[target])
     group_values = frame[group_col].to_numpy() if group_col else None
     split_values = None
     if split_col:
         split_values = checks.normalize_split_column(frame[split_col], split_col, rows)
 
-    ds = Dataset(
-        X=np.ascontiguousarray(X),
-        y=y,
-        classes=classes,
-        feature_names=feature_cols,
-        groups=group_values,
-        split=split_values,
-        target=target,
-        group_name=group_col,
-        source=raw.source,
-        aliases={a: n for a, n in aliases.items() if n in feature_cols},
-        cytometry=cytometry or raw.cytometry,
-    )
+    ds = Dataset(X=np.ascontiguousarray(X), y=y, classes=classes, feature_names=feature_cols,
+                 groups=group_values, split=split_values, target=target, group_name=group_col,
+                 source=raw.source, cytometry=cytometry or raw.cytometry,
+                 aliases={a: n for a, n in aliases.items() if n in feature_cols})
     ds.issues = checks.check_dataset(ds, id_like=id_like)
     return ds
 

@@ -14,8 +14,10 @@ from ._base import (
     class_weight_vector,
     count_parameters,
     create_model,
+    model_arguments,
     register_model,
 )
+from .choice import TRAIN_SETTINGS, ModelChoice, parse_model, parse_models, parse_value, route
 from .cnn1d import CytometryCNN
 from .gbdt import LightGBMModel, XGBoostModel
 from .linear import LDAModel, LogisticRegressionModel, MajorityClassifier
@@ -24,17 +26,24 @@ from .mlp import MLP, ResMLP
 __all__ = [
     "MLP",
     "MODELS",
+    "TRAIN_SETTINGS",
     "BaseModel",
     "CytometryCNN",
     "LDAModel",
     "LightGBMModel",
     "LogisticRegressionModel",
     "MajorityClassifier",
+    "ModelChoice",
     "ResMLP",
     "XGBoostModel",
     "apply_init",
     "class_weight_vector",
     "count_parameters",
     "create_model",
+    "model_arguments",
+    "parse_model",
+    "parse_models",
+    "parse_value",
     "register_model",
+    "route",
 ]

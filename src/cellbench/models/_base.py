@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .._registry import ModelSpec, Registry
+from .._spaces import Dist
 from ..exceptions import InvalidParameterError
-from ..tune.spaces import Dist
 
 __all__ = ["CONTEXT_ARGS", "MODELS", "BaseModel", "apply_init", "class_weight_vector",
            "count_parameters", "create_model", "model_arguments", "register_model"]

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .._spaces import FloatDist, IntDist
 from .._utils import try_import
-from ..tune.spaces import FloatDist, IntDist
 from ._base import BaseModel, class_weight_vector, register_model
 
 __all__ = ["LightGBMModel", "XGBoostModel"]

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._spaces import CategoricalDist, FloatDist
 from ..exceptions import InvalidParameterError
-from ..tune.spaces import CategoricalDist, FloatDist
 from ._base import register_model
 
 __all__ = [

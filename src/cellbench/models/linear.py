@@ -14,7 +14,7 @@ from scipy.special import expit
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
-from ..tune.spaces import CategoricalDist, FloatDist
+from .._spaces import CategoricalDist, FloatDist
 from ._base import BaseModel, class_weight_vector, expand_proba, register_model, torch_softmax_rows
 
 __all__ = ["LDAModel", "LogisticRegressionModel", "MajorityClassifier"]

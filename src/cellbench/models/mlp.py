@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._spaces import CategoricalDist, FloatDist, IntDist
 from ..exceptions import InvalidParameterError
-from ..tune.spaces import CategoricalDist, FloatDist, IntDist
 from ._base import register_model
 
 __all__ = ["MLP", "ResMLP", "make_activation"]
@@ -28,6 +28,13 @@ def make_activation(name: str) -> nn.Module:
 def _check(name: str, value: object, ok: bool, expectation: str) -> None:
     if not ok:
         raise InvalidParameterError(f"{name} must be {expectation}; got {value!r}.")
+
+
+def _check_shape(depth: int, width: int, dropout: float, min_depth: int) -> None:
+    _check("depth", depth, isinstance(depth, int) and depth >= min_depth,
+           f"an int >= {min_depth}")
+    _check("width", width, isinstance(width, int) and width >= 1, "an int >= 1")
+    _check("dropout", dropout, 0 <= dropout < 1, "in [0, 1)")
 
 
 _MLP_SPACE = {
@@ -59,9 +66,7 @@ class MLP(nn.Module):
     def __init__(self, n_features: int, n_classes: int, depth: int = 2, width: int = 128,
                  dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu"):
         super().__init__()
-        _check("depth", depth, isinstance(depth, int) and depth >= 0, "an int >= 0")
-        _check("width", width, isinstance(width, int) and width >= 1, "an int >= 1")
-        _check("dropout", dropout, 0 <= dropout < 1, "in [0, 1)")
+        _check_shape(depth, width, dropout, min_depth=0)
         layers: list[nn.Module] = []
         d_in = n_features
         for _ in range(depth):
@@ -117,9 +122,7 @@ class ResMLP(nn.Module):
     def __init__(self, n_features: int, n_classes: int, depth: int = 2, width: int = 128,
                  dropout: float = 0.1, batchnorm: bool = True, activation: str = "relu"):
         super().__init__()
-        _check("depth", depth, isinstance(depth, int) and depth >= 1, "an int >= 1")
-        _check("width", width, isinstance(width, int) and width >= 1, "an int >= 1")
-        _check("dropout", dropout, 0 <= dropout < 1, "in [0, 1)")
+        _check_shape(depth, width, dropout, min_depth=1)
         self.stem = nn.Linear(n_features, width)
         self.blocks = nn.Sequential(*[_ResBlock(width, dropout, batchnorm, activation)
                                       for _ in range(depth)])

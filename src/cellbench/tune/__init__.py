@@ -1,5 +1,5 @@
 """Hyperparameter tuning (search spaces as data; Optuna studies)."""
 
-from .spaces import CategoricalDist, Dist, FloatDist, IntDist, space_from_dict, space_to_dict
+from .._spaces import CategoricalDist, Dist, FloatDist, IntDist, space_from_dict, space_to_dict
 
 __all__ = ["CategoricalDist", "Dist", "FloatDist", "IntDist", "space_from_dict", "space_to_dict"]

@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .._config import RunConfig, TrainConfig
+from .._config import RunConfig
+from .._spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_to_dict
 from .._utils import try_import
 from ..exceptions import InvalidParameterError
-from ..models import MODELS
-from ..models._base import model_arguments
-from .spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_to_dict
+from ..models import MODELS, ModelChoice, route
 
 __all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "describe_space", "importances",
            "make_objective", "make_storage", "mark_owner", "open_study", "parse_duration",
@@ -137,16 +136,7 @@ def search_space(model: str, overrides: Mapping[str, Any] | None = None) -> dict
 
 def split_params(model: str, params: Mapping[str, Any]) -> tuple[dict, dict]:
     """Separate a trial's parameters into model arguments and training settings."""
-    model_params = set(model_arguments(model))
-    model_kwargs = {k: v for k, v in params.items() if k in model_params}
-    train = {k: v for k, v in params.items() if k not in model_params}
-    unknown = [k for k in train if k not in TrainConfig.__dataclass_fields__]
-    if unknown:
-        raise InvalidParameterError(
-            f"search space names must be arguments of {model!r} or training settings; got "
-            f"{', '.join(map(repr, unknown))}."
-        )
-    return model_kwargs, train
+    return route(model, params, "search space names")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +375,7 @@ def _beat(trial: Any) -> float:
 def _stop_if_taken_over(trial: Any) -> Iterator[None]:
     """Stop training at once when another process has finished this trial (failed it as
     stale and queued its settings again): the work could never be recorded. The trial is
-    ended as pruned, which Optuna reports quietly; ``tune.job`` then carries on."""
+    ended as pruned, which Optuna reports quietly; ``tune.optimize`` then carries on."""
     optuna = try_import("optuna", purpose="tuning")
     try:
         yield
@@ -435,8 +425,7 @@ def make_objective(cfg: RunConfig, ds: Any, splits: list[Any], space: Mapping[st
         mark_owner(trial)
         params = {name: dist.suggest(trial, name) for name, dist in space.items()}
         model_kwargs, train = split_params(model, params)
-        train_cfg = cfg.train.replace(model_kwargs={**cfg.train.model_kwargs, **model_kwargs},
-                                      **train)
+        train_cfg = ModelChoice(model, model, model_kwargs, train).configure(cfg.train)
         scores = []
         for i, split in enumerate(splits):
             reporter = _Reporter(trial, key, settings.heartbeat,
@@ -465,8 +454,8 @@ def make_objective(cfg: RunConfig, ds: Any, splits: list[Any], space: Mapping[st
 def best_config(study: Any, cfg: RunConfig) -> RunConfig:
     """The study's best trial as a ready-to-use configuration."""
     model_kwargs, train = split_params(cfg.train.model, study.best_trial.params)
-    return cfg.replace(train=cfg.train.replace(
-        model_kwargs={**cfg.train.model_kwargs, **model_kwargs}, **train))
+    tuned = ModelChoice("tuned", cfg.train.model, model_kwargs, train)
+    return cfg.replace(train=tuned.configure(cfg.train))
 
 
 def describe_space(space: Mapping[str, Dist]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..exceptions import InvalidParameterError
+from .exceptions import InvalidParameterError
 
 __all__ = ["CategoricalDist", "Dist", "FloatDist", "IntDist", "space_from_dict", "space_to_dict"]
 

@@ -13,42 +13,17 @@ network's two dropout rates) and ``on``/``off`` are booleans.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from .._config import TrainConfig
-from .._utils import did_you_mean, split_top_level
+from .._utils import split_top_level
+from ..evaluate.results import RunResults
 from ..exceptions import InvalidParameterError
-from ..models import MODELS
-from ..models._base import model_arguments
+from ..models import parse_value, route
 
-__all__ = ["Config", "Factor", "design", "parse_factors"]
-
-BOOLEANS = {"on": True, "off": False, "yes": True, "no": False, "true": True, "false": False}
-#: training settings a factor may vary (the rest of TrainConfig is fixed per job)
-TRAIN_FACTORS = ("optimizer", "lr", "weight_decay", "scheduler", "batch_size", "max_epochs",
-                 "patience", "class_weight", "sampler", "grad_clip", "augment",
-                 "optimizer_kwargs", "scheduler_kwargs")
-
-
-def _value(text: str) -> Any:
-    text = text.strip()
-    if "/" in text:
-        return [_value(part) for part in text.split("/")]
-    if text.lower() in BOOLEANS:
-        return BOOLEANS[text.lower()]
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads 1e-4 as text
-        except ValueError:
-            return value
-    return value
+__all__ = ["Config", "Factor", "ablation_rows", "design", "parse_factors"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +48,6 @@ class Config:
 
 def parse_factors(specs: Sequence[str], model: str) -> list[Factor]:
     """Parse ``--factor`` strings for ``model``; unknown names raise with the valid ones."""
-    spec = MODELS.get(model)
-    params = model_arguments(model)
     factors, seen = [], set()
     for item in specs:
         name, sep, raw = item.partition("=")
@@ -87,18 +60,6 @@ def parse_factors(specs: Sequence[str], model: str) -> list[Factor]:
         if name in seen:
             raise InvalidParameterError(f"factor {name!r} must be given once; it repeats.")
         seen.add(name)
-        if name in params:
-            target = "model"
-        elif (name in TRAIN_FACTORS and spec.family == "nn") or name == "class_weight":
-            target = "train"
-        else:
-            valid = params + (list(TRAIN_FACTORS) if spec.family == "nn" else ["class_weight"])
-            guess = did_you_mean(name, valid)
-            raise InvalidParameterError(
-                f"factor must be an argument of {model!r} or a training setting; got {name!r}."
-                + (f" Did you mean {guess!r}?" if guess else "")
-                + f" Valid: {', '.join(valid)}."
-            )
         labels = tuple(split_top_level(raw))
         if len(labels) < 2:
             raise InvalidParameterError(
@@ -107,14 +68,10 @@ def parse_factors(specs: Sequence[str], model: str) -> list[Factor]:
             )
         if len(set(labels)) != len(labels):
             raise InvalidParameterError(f"factor {name!r} must not repeat a level; got {raw!r}.")
-        levels = tuple(_value(lab) for lab in labels)
-        if target == "train":
-            for level in levels:  # validate now, not after an hour of training
-                try:
-                    dataclasses.replace(TrainConfig(), **{name: level})
-                except InvalidParameterError as exc:
-                    raise InvalidParameterError(f"factor {name!r} level {level!r}: {exc}"
-                                                ) from exc
+        levels = tuple(parse_value(lab) for lab in labels)
+        for level in levels:  # validate now, not after an hour of training
+            kwargs, _ = route(model, {name: level}, f"factor {name!r} level {level!r}")
+        target = "model" if kwargs else "train"
         factors.append(Factor(name, target, levels, labels))
     if not factors:
         raise InvalidParameterError("ablate needs at least one --factor; got none.")
@@ -149,3 +106,23 @@ def design(factors: Sequence[Factor], kind: str = "oat") -> list[Config]:
                                                                          strict=True) if i)
             configs.append(_config(factors, choice, label))
     return configs
+
+
+def ablation_rows(results: RunResults, configs: Sequence[Config]) -> list[dict[str, Any]]:
+    """One row per configuration: accuracy, the mean over all runs, and the paired test
+    against the base."""
+    by_model = {m.label: m for m in results.models}
+    tests = {r.model: r for r in (results.comparisons.rows if results.comparisons else [])}
+    rows = []
+    for c in configs:
+        m = by_model[c.label]
+        across = (m.across_units or {}).get("accuracy")
+        row = {"config": c.label, "levels": c.levels, "accuracy": m.test.accuracy.to_dict(),
+               "mean": across.mean if across else m.test.accuracy.value,
+               "sd": across.sd if across else None, "runs": m.units}
+        t = tests.get(c.label)
+        if t is not None:
+            row.update({"difference": t.difference, "ci": t.ci, "p": t.p_value,
+                        "p_adjusted": t.p_adjusted, "test": t.test, "verdict": t.verdict})
+        rows.append(row)
+    return rows

@@ -1,0 +1,213 @@
+"""The grid runner: units of work (model choice x seed x split), run once each.
+
+Every job that trains goes through here: ``train`` (one unit), ``compare`` and ``ablate``
+(every model x seed x split), ``tune``'s final test (tuned and default x seeds) and the
+doctor's experiments. A unit's folder holds its model, predictions, history and plots, and
+``result.json``, written last: a unit whose ``result.json`` matches its configuration is
+reused, never trained again, so an interrupted grid continues where it stopped.
+
+Unit folder (``units/<model>/seed<k>/<split>/`` of a run directory)::
+
+    result.json  model.pt  predictions.npz  history.csv  curves.png  confusion.png
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._config import DataConfig, RunConfig, TrainConfig
+from .._utils import atomic_path, atomic_write_text, to_builtin
+from ..data.dataset import Dataset
+from ..data.splits import Split
+from ..evaluate.compare import Run
+from ..evaluate.metrics import METRICS, evaluate_predictions
+from ..evaluate.results import Metrics, ModelResult, Spread, UnitResult, UnitSummary
+from ..models import MODELS, ModelChoice
+from ..report.observer import SILENT, Observer
+from ..report.plots import plot_confusion, plot_curves
+from ..train.trainer import FittedModel, train_model
+
+__all__ = ["Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model choice, trained with one seed on one split, in its own folder."""
+
+    choice: ModelChoice
+    train: TrainConfig  # resolved: the choice's model, arguments, settings and seed
+    split: Split
+    path: Path
+    title: str = ""  # plot titles; default "<label> [<split>]"
+    keep_checkpoint: bool = False  # keep checkpoints/last.pt (train --resume)
+
+    @property
+    def seed(self) -> int:
+        return self.train.random_state
+
+    @property
+    def ident(self) -> dict[str, Any]:
+        """What must match for a finished unit to be reused."""
+        return {"train": to_builtin(self.train.to_dict()), "split": self.split.name,
+                "test_rows": len(self.split.test)}
+
+
+def plan_units(cfg: RunConfig, choices: Sequence[ModelChoice], splits: Sequence[Split],
+               root: Path) -> list[Unit]:
+    """Every choice x seed x split: networks get ``cfg.seeds`` seeds, deterministic models
+    one; folders ``root/units/<choice slug>/seed<k>/<split>``."""
+    seeds = [cfg.train.random_state + s for s in range(cfg.seeds)]
+    units = []
+    for choice in choices:
+        model_seeds = seeds if MODELS.get(choice.name).family == "nn" else seeds[:1]
+        for seed in model_seeds:
+            train = choice.configure(cfg.train, seed)
+            for split in splits:
+                units.append(Unit(choice, train, split,
+                                  root / "units" / choice.slug / f"seed{seed}" / split.name))
+    return units
+
+
+def _predict(fm: FittedModel, ds: Dataset, index: np.ndarray) -> np.ndarray:
+    return fm.predict_proba(ds.X[index]) if len(index) else np.zeros((0, ds.n_classes))
+
+
+def _evaluate(ds: Dataset, index: np.ndarray, proba: np.ndarray) -> Metrics | None:
+    if not len(index):
+        return None
+    groups = None if ds.groups is None else ds.groups[index]
+    return Metrics.from_dict(evaluate_predictions(ds.y[index], proba, ds.classes,
+                                                  groups=groups))
+
+
+def _reusable(unit: Unit) -> UnitResult | None:
+    if not (unit.path / UnitResult.FILE).is_file():
+        return None
+    saved = UnitResult.read(unit.path)
+    if saved.ident == unit.ident and (unit.path / "predictions.npz").is_file():
+        saved.reused = True
+        return saved
+    return None
+
+
+def _save_outputs(fm: FittedModel, unit: Unit, ds: Dataset, test: Metrics | None,
+                  title: str) -> None:
+    fm.save(unit.path / "model.pt")
+    if test is not None:
+        plot_confusion(test.confusion_matrix["counts"], ds.classes,
+                       unit.path / "confusion.png", f"{title}, test")
+    if fm.history:
+        atomic_write_text(unit.path / "history.csv",
+                          pd.DataFrame(list(fm.history)).to_csv(index=False))
+        plot_curves(list(fm.history), unit.path / "curves.png", title,
+                    best_epoch=fm.best_epoch)
+
+
+def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None,
+             verbose: bool = False) -> UnitResult:
+    """Train and evaluate one unit, or reuse it when it already finished."""
+    saved = _reusable(unit)
+    if saved is not None:
+        return saved
+    split = unit.split
+    unit.path.mkdir(parents=True, exist_ok=True)
+    resume = (unit.path / "checkpoints" / "last.pt").is_file()
+    fm = train_model(ds, split, unit.train, data_cfg, run_dir=unit.path, resume=resume,
+                     progress=progress, verbose=verbose)
+    start = time.perf_counter()
+    test_proba = _predict(fm, ds, split.test)
+    predict_seconds = time.perf_counter() - start
+    val_proba = _predict(fm, ds, split.val)
+    with atomic_path(unit.path / "predictions.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, test_index=split.test, test_proba=test_proba, val_index=split.val,
+                 val_proba=val_proba)
+    result = UnitResult(
+        ident=unit.ident, label=unit.choice.label, model=fm.name,
+        model_kwargs=fm.model_kwargs, seed=unit.seed, split=split.name, sizes=split.sizes(),
+        n_params=fm.n_params, fit_seconds=fm.fit_seconds, predict_seconds=predict_seconds,
+        epochs=len(fm.history), best_epoch=fm.best_epoch, stop_reason=fm.stop_reason,
+        info=fm.info, validation=_evaluate(ds, split.val, val_proba),
+        test=_evaluate(ds, split.test, test_proba), run_dir=unit.path)
+    _save_outputs(fm, unit, ds, result.test, unit.title or f"{unit.choice.label} "
+                                                           f"[{split.name}]")
+    result.write(unit.path)  # last: marks the unit finished
+    if not unit.keep_checkpoint:
+        shutil.rmtree(unit.path / "checkpoints", ignore_errors=True)
+    return result
+
+
+def run_grid(ds: Dataset, units: Sequence[Unit], data_cfg: DataConfig,
+             observer: Observer = SILENT) -> list[UnitResult]:
+    """Run ``units`` in order (finished ones reused) with one progress display over all."""
+    progress = observer.progress()
+    results = []
+    try:
+        if progress is not None:
+            progress.start()
+            overall = progress.add_task("models x splits", total=len(units), info="")
+        for unit in units:
+            if progress is not None:
+                progress.update(overall, info=f"{unit.choice.label} seed {unit.seed} "
+                                              f"{unit.split.name}")
+            results.append(run_unit(ds, unit, data_cfg, progress))
+            if progress is not None:
+                progress.advance(overall)
+    finally:
+        if progress is not None:
+            progress.stop()
+    return results
+
+
+def runs_of(results: Sequence[UnitResult]) -> list[Run]:
+    """The units' test predictions, for paired tests."""
+    runs = []
+    for u in results:
+        if u.test is None:
+            continue
+        p = u.predictions()
+        runs.append(Run(u.seed, u.split, p.test_index, p.test_proba, int(u.sizes["train"])))
+    return runs
+
+
+def _pooled(ds: Dataset, results: Sequence[UnitResult]) -> Metrics | None:
+    """The first seed's test predictions pooled over its splits."""
+    seed = min((u.seed for u in results), default=None)
+    first = [u for u in results if u.seed == seed]
+    parts = [u.predictions() for u in first]
+    index = np.concatenate([p.test_index for p in parts]) if parts else np.zeros(0, int)
+    if not len(index):
+        return None
+    proba = np.concatenate([p.test_proba for p in parts])
+    pooled = _evaluate(ds, index, proba)
+    pooled.pooled_over = f"{len(first)} test parts (seed {seed})"
+    return pooled
+
+
+def pool(ds: Dataset, choice: ModelChoice, results: Sequence[UnitResult]) -> ModelResult:
+    """A model's result: test predictions pooled over splits, and per-unit values; plots
+    the learning curves of all its units together (``units/<slug>/curves.png``)."""
+    histories = [pd.read_csv(u.run_dir / "history.csv").to_dict("records")
+                 for u in results if (u.run_dir / "history.csv").is_file()]
+    if len(histories) > 1:
+        plot_curves(histories, results[0].run_dir.parent.parent / "curves.png",
+                    f"{choice.label}: mean and range over {len(histories)} runs")
+    tested = [u for u in results if u.test is not None]
+    across = None
+    if len(tested) > 1:
+        across = {m: Spread(float(np.mean(v)), float(np.std(v, ddof=1))) for m in METRICS
+                  if (v := [u.test.get(m).value for u in tested
+                            if u.test.get(m).value is not None])}
+    return ModelResult(
+        label=choice.label, name=choice.name, spec=choice.spec or choice.label,
+        slug=choice.slug, n_params=int(results[0].n_params),
+        fit_seconds=float(np.mean([u.fit_seconds for u in results])), units=len(results),
+        reused_units=sum(u.reused for u in results), test=_pooled(ds, results),
+        per_unit=[UnitSummary.of(u) for u in tested], across_units=across)
