@@ -189,6 +189,46 @@ def ablate(
                      observer=_observer(quiet)), console)
 
 
+#: the bundled examples' deliberately poor settings, taken from the users' stories
+DOCTOR_EXAMPLES = {
+    # seed 000's network as its code has it: dropout 0.5/0.9, ASGD at lr 0.01
+    "cytometry": "cnn1d-seed(dropout=0.5/0.9,optimizer=asgd,lr=0.01)",
+    # seed 004's VGG on raw 0-255 pixels with RMSprop
+    "images": "vgg11(width=0.25,dropout=0.5,optimizer=rmsprop,lr=0.001)",
+}
+DOCTOR_EXAMPLE_DATA = {"images": {"image_norm": "none"}}
+
+
+@app.command()
+@with_options(DATA, SPLIT, TRAIN, RUN.without("reference"))
+def doctor(
+    data: DataArg = None, example: Example = False, config: ConfigOpt = None,
+    model: ModelOpt = None,
+    budget: Annotated[str, typer.Option(
+        "--budget", help="Wall-clock budget of the whole job, e.g. 10m or 1h; fixes that do "
+                         "not fit are listed, not run.")] = "10m",
+    out: Out = None, sets: SetOpt = None, quiet: Quiet = False, *, flags: Flags,
+) -> None:
+    """Say why a model is stuck, test the fixes, and hand back a better model.
+
+    Example: cellbench doctor cells.parquet --target label --groups patient
+    --model "cnn1d-seed(dropout=0.5/0.9)" --optimizer asgd --lr 0.01
+    """
+    from .experiment.doctor import run_doctor
+    from .report.terminal import show_doctor
+    from .tune.study import parse_duration
+
+    if example and model is None:
+        name = data or "cytometry"
+        model = DOCTOR_EXAMPLES.get(name)
+        flags = {**flags, "data": {**DOCTOR_EXAMPLE_DATA.get(name, {}),
+                                   **flags.get("data", {})}}
+    cfg = _run(_build_config, data, example, config, sets, flags, model=model)
+    seconds = _run(parse_duration, budget)
+    show_doctor(_run(run_doctor, cfg, out, budget=seconds, observer=_observer(quiet)),
+                console)
+
+
 #: what tuning searches is not an option of ``tune`` (it would be overridden by every trial)
 TUNED = ("batch_size", "lr", "optimizer", "scheduler", "weight_decay", "class_weight",
          "sampler", "grad_clip")
@@ -275,6 +315,21 @@ def tune_worker(
 
     _run(lambda: run_tune_worker(study, storage, trials=trials,
                                  timeout=parse_duration(timeout), observer=_observer(quiet)))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(
+        help="Run directory of a finished train, compare, ablate or tune run.",
+        show_default=False)],
+) -> None:
+    """Rebuild a run's self-contained HTML report (report.html) from its directory alone.
+
+    Example: cellbench report runs/compare-20250101-120000
+    """
+    from .report.html import build_report
+
+    console.print(f"report: {escape(str(_run(build_report, run_dir)))}", highlight=False)
 
 
 @app.command()

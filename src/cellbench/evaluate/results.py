@@ -30,9 +30,9 @@ from .._utils import atomic_write_json, to_builtin
 from ..exceptions import RunDirectoryError
 from .metrics import METRICS
 
-__all__ = ["Comparison", "Comparisons", "DataSummary", "Estimate", "Metrics", "ModelResult",
-           "RunResults", "Spread", "TrainResults", "TuneResults", "UnitPredictions",
-           "UnitResult", "UnitSummary", "read_json"]
+__all__ = ["Comparison", "Comparisons", "DataSummary", "DoctorResults", "Estimate", "Metrics",
+           "ModelResult", "RunResults", "Spread", "TrainResults", "TuneResults",
+           "UnitPredictions", "UnitResult", "UnitSummary", "read_json"]
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -424,3 +424,37 @@ class TuneResults(_File):
     FILE: ClassVar[str] = "tune_results.json"
     WHAT: ClassVar[str] = "tuning results"
     REQUIRED: ClassVar[tuple[str, ...]] = ("job", "best", "final")
+
+
+@dataclass
+class DoctorResults(_File):
+    """``doctor``'s ``doctor.json``: findings (ranked), probes, the models and fixes tried,
+    their paired tests against the user's setting, and the final model.
+
+    ``findings`` hold :meth:`cellbench.diagnose.findings.Finding.to_dict` records; ``fixes``
+    one dict per fix experiment (``fix``, ``label``, ``spec``, ``findings``, ``accuracy``,
+    ``difference``, ``ci``, ``p_adjusted``, ``accepted``, ``verdict``); ``final`` the chosen
+    setting, its test metrics and ``model_path`` (relative to the run directory).
+    """
+
+    job: str
+    created: str
+    machine: dict[str, Any]
+    wall_seconds: float
+    budget_seconds: float | None
+    setting: dict[str, Any]
+    data: DataSummary = field(metadata={"kind": DataSummary})
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)
+    models: list[ModelResult] = field(default_factory=list, metadata={"kind": [ModelResult]})
+    comparisons: Comparisons | None = field(default=None, metadata={"kind": Comparisons})
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] | None = None
+    not_run: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    unit: str = field(default="cells", metadata={"json": False})
+    run_dir: Path | None = field(default=None, metadata={"json": False})
+
+    FILE: ClassVar[str] = "doctor.json"
+    WHAT: ClassVar[str] = "doctor results"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("job", "findings")

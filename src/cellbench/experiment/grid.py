@@ -35,7 +35,7 @@ from ..report.observer import SILENT, Observer
 from ..report.plots import plot_confusion, plot_curves
 from ..train.trainer import FittedModel, train_model
 
-__all__ = ["Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
+__all__ = ["Display", "Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
 
 
 @dataclass(frozen=True)
@@ -144,24 +144,40 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
     return result
 
 
+@dataclass
+class Display:
+    """A progress display shared by several grids (the doctor's whole plan)."""
+
+    progress: Any
+    task: Any
+
+    def advance(self, steps: float = 1) -> None:
+        self.progress.advance(self.task, steps)
+
+    def show(self, info: str) -> None:
+        self.progress.update(self.task, info=info)
+
+
 def run_grid(ds: Dataset, units: Sequence[Unit], data_cfg: DataConfig,
-             observer: Observer = SILENT) -> list[UnitResult]:
-    """Run ``units`` in order (finished ones reused) with one progress display over all."""
-    progress = observer.progress()
+             observer: Observer = SILENT, display: Display | None = None) -> list[UnitResult]:
+    """Run ``units`` in order (finished ones reused) with one progress display over all
+    (``display``: a display that outlives this grid, advanced once per unit)."""
+    progress = display.progress if display is not None else observer.progress()
+    own = display is None and progress is not None
     results = []
     try:
-        if progress is not None:
+        if own:
             progress.start()
-            overall = progress.add_task("models x splits", total=len(units), info="")
+            display = Display(progress, progress.add_task("models x splits", total=len(units),
+                                                          info=""))
         for unit in units:
-            if progress is not None:
-                progress.update(overall, info=f"{unit.choice.label} seed {unit.seed} "
-                                              f"{unit.split.name}")
+            if display is not None:
+                display.show(f"{unit.choice.label} seed {unit.seed} {unit.split.name}")
             results.append(run_unit(ds, unit, data_cfg, progress))
-            if progress is not None:
-                progress.advance(overall)
+            if display is not None:
+                display.advance()
     finally:
-        if progress is not None:
+        if own:
             progress.stop()
     return results
 

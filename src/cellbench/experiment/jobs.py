@@ -11,6 +11,7 @@ Run directory of ``compare`` (``ablate`` adds ``ablation.png``)::
     data.json            dataset summary, data checks, split sizes
     results.json         every model: pooled test metrics with CIs, per-fold values, tests
     comparison.png       accuracy of each model with its 95 % CI
+    report.html          everything above in one page (cellbench report rebuilds it)
     units/<model>/seed<k>/<split>/   one unit each (see :mod:`cellbench.experiment.grid`)
 
 Run directory of ``train``: ``config.yaml``, ``data.json``, ``metrics.json`` and the unit's
@@ -34,6 +35,7 @@ from ..evaluate.metrics import METRICS
 from ..evaluate.results import Comparisons, RunResults, TrainResults
 from ..exceptions import InvalidParameterError
 from ..models import ModelChoice, parse_models
+from ..report.html import write_report
 from ..report.observer import SILENT, Observer, setup_lines
 from ..report.plots import plot_comparison, plot_effects
 from .ablation import ablation_rows, design, parse_factors
@@ -117,6 +119,7 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *,
     plot_comparison([{"model": m.label, **{k: m.test.get(k).to_dict() for k in METRICS}}
                      for m in models if m.test is not None], run_dir / "comparison.png",
                     title=f"test accuracy, {len(splits)} split(s), 95% CI")
+    write_report(run_dir)  # after the results: a failing report only warns
     return results
 
 
@@ -156,6 +159,7 @@ def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = F
         sizes=result.sizes, machine=machine_info(), validation=result.validation,
         test=result.test, unit=_unit_kind(ds), group_name=ds.group_name, run_dir=run_dir)
     metrics.write(run_dir)
+    write_report(run_dir)
     return metrics
 
 
@@ -177,4 +181,5 @@ def run_ablate(cfg: RunConfig, factors: Sequence[str], design_kind: str = "oat",
     results.write(results.run_dir)
     plot_effects(rows, results.run_dir / "ablation.png",
                  title=f"{cfg.train.model}: effect of each level vs base, 95% CI")
+    write_report(results.run_dir)  # again, now with the ablation's rows
     return results

@@ -7,7 +7,10 @@ half-written file and a rerun with the same ``--out`` reuses what finished.
 
 from __future__ import annotations
 
+import os
 import platform
+import shlex
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from .._version import __version__
 from ..evaluate.results import DataSummary
 from ..exceptions import RunDirectoryError
 
-__all__ = ["check_run_dir", "machine_info", "open_run_dir"]
+__all__ = ["check_run_dir", "invocation", "machine_info", "open_run_dir"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -29,6 +32,17 @@ def machine_info() -> dict[str, Any]:
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cellbench": __version__}
+
+
+def invocation() -> dict[str, Any]:
+    """The command that started this process, where and when (``run.json``, for the report)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).stem == "cellbench":  # the console script
+        command = ["cellbench", *argv[1:]]
+    else:  # the Python API, run from a script (or "" in an interactive session)
+        command = [Path(sys.executable).name, *argv] if argv and argv[0] else []
+    return {"command": command, "command_line": shlex.join(command) if command else None,
+            "cwd": os.getcwd(), "started": datetime.now().isoformat(timespec="seconds")}
 
 
 def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool) -> Path:
@@ -62,10 +76,11 @@ def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool)
 
 
 def open_run_dir(path: Path, cfg: RunConfig, data: DataSummary | None = None) -> Path:
-    """Create the run directory (after the data loaded) with ``config.yaml`` and
-    ``data.json``."""
+    """Create the run directory (after the data loaded) with ``config.yaml``, ``run.json``
+    (the command) and ``data.json``."""
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / "config.yaml", cfg.to_yaml())
+    atomic_write_json(path / "run.json", invocation())
     if data is not None:
         atomic_write_json(path / "data.json", data.to_dict())
     return path

@@ -7,6 +7,7 @@ Run directory::
     tune_results.json    trials, best trial, importances, final test results and the test of
                          tuned vs default settings
     tune_history.png     objective per trial and best so far
+    data.json, run.json  the data summary and the command      report.html   the report
     final/units/...      the best and the default configuration retrained with several seeds
 """
 
@@ -28,6 +29,7 @@ from ..data.splits import Split, given_split, holdout_split, kfold_splits
 from ..evaluate.results import TuneResults
 from ..exceptions import InvalidParameterError
 from ..models import MODELS, ModelChoice
+from ..report.html import write_report
 from ..report.observer import SILENT, Observer
 from ..report.terminal import space_table
 from ..tune.optimize import history_plot, optimize
@@ -42,7 +44,7 @@ from ..tune.study import (
     split_params,
     study_counts,
 )
-from .inputs import load_dataset
+from .inputs import data_summary, load_dataset, split_issues
 from .jobs import run_models
 from .rundir import check_run_dir, open_run_dir
 
@@ -94,7 +96,8 @@ def run_tune(cfg: RunConfig, settings: TuneSettings, out: str | Path | None = No
     run_dir = check_run_dir(out or default_out(cfg), "tune", cfg, reuse=True)
     ds = load_dataset(cfg.data)
     outer, inner = _splits(ds, cfg)
-    open_run_dir(run_dir, cfg)
+    open_run_dir(run_dir, cfg, data_summary(ds, [outer], split_issues(ds, [outer],
+                                                                  name_parts=False)))
     atomic_write_text(run_dir / "space.yaml", yaml.safe_dump(space_to_dict(space),
                                                              sort_keys=False))
     objective_text = (f"validation {settings.metric} of {spec.name}, "
@@ -144,6 +147,7 @@ def _finish(study: Any, cfg: RunConfig, settings: TuneSettings, space: dict[str,
         metric=settings.metric, unit="images" if ds.kind == "image" else "cells",
         run_dir=run_dir)
     results.write(run_dir)
+    write_report(run_dir)  # after the results: a failing report only warns
     return results
 
 

@@ -116,8 +116,9 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path,
     for i, row in enumerate(points):
         value = row[metric]["value"]
         lo, hi = row[metric]["ci"]
-        ax.errorbar(value, i, xerr=[[value - lo], [hi - value]], fmt="o", color="#1f77b4",
-                    capsize=3)
+        # max(..., 0): a Wilson bound of 0.9999999999999999 under an accuracy of 1.0
+        ax.errorbar(value, i, xerr=[[max(value - lo, 0)], [max(hi - value, 0)]], fmt="o",
+                    color="#1f77b4", capsize=3)
         ax.text(hi, i, f"  {value:.4f}", va="center", fontsize=8)
     notes = []
     for row in lines:
@@ -145,7 +146,7 @@ def plot_effects(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str
         d = row["difference"] * 100
         lo, hi = row["ci"][0] * 100, row["ci"][1] * 100
         significant = row.get("p_adjusted", 1) < 0.05
-        ax.errorbar(d, i, xerr=[[d - lo], [hi - d]], fmt="o", capsize=3,
+        ax.errorbar(d, i, xerr=[[max(d - lo, 0)], [max(hi - d, 0)]], fmt="o", capsize=3,
                     color="#d62728" if significant else "#1f77b4")
         ax.text(hi, i, f"  p={row.get('p_adjusted', float('nan')):.2g}", va="center", fontsize=8)
     ax.axvline(0, color="#555", lw=1)

@@ -15,8 +15,9 @@ from rich.markup import escape
 
 from ..evaluate.results import Comparisons, Estimate, Metrics, ModelResult, RunResults
 
-__all__ = ["print_ablation", "print_comparison", "print_verdicts", "show_ablate",
-           "show_compare", "show_predict", "show_train", "show_tune", "space_table"]
+__all__ = ["describe_test_unit", "print_ablation", "print_comparison", "print_verdicts",
+           "show_ablate", "show_compare", "show_predict", "show_train", "show_tune",
+           "space_table"]
 
 
 def _fmt(metric: Estimate | None, percent: bool = True) -> str:
@@ -92,15 +93,20 @@ def _print_pooling_and_groups(ranked: Sequence[ModelResult], first: Metrics, con
                       "groups in the test part(s)")
 
 
-def print_verdicts(comparisons: Comparisons | None, console: Any) -> None:
-    """The paired tests, one verdict per line."""
-    if not comparisons or not comparisons.rows:
-        return
-    unit = {"groups": "patients/samples (each group's accuracy)",
+def describe_test_unit(comparisons: Comparisons) -> str:
+    """What the paired tests count as independent observations, in words."""
+    return {"groups": "patients/samples (each group's accuracy)",
             "runs": ("seeds on one split, seed and test-cell variation"
                      if any(r.test == "seed_cell_t" for r in comparisons.rows)
                      else "runs (seed x fold), corrected resampled t"),
             "cells": "test cells (one run)"}.get(comparisons.unit, comparisons.unit)
+
+
+def print_verdicts(comparisons: Comparisons | None, console: Any) -> None:
+    """The paired tests, one verdict per line."""
+    if not comparisons or not comparisons.rows:
+        return
+    unit = describe_test_unit(comparisons)
     adj = ", Holm-adjusted" if comparisons.correction == "holm" else ""
     console.print(f"\n[bold]paired tests against {escape(str(comparisons.reference))}[/] on "
                   f"{comparisons.metric} (unit: {unit}; alpha {comparisons.alpha}{adj}):")
@@ -136,6 +142,11 @@ def print_ablation(results: RunResults, console: Any) -> None:
     print_verdicts(results.comparisons, console)
 
 
+def _report(run_dir: Path) -> dict[str, Path]:
+    path = run_dir / "report.html"
+    return {"report": path} if path.is_file() else {}
+
+
 def _paths(console: Any, **files: Path) -> None:
     console.print("\n" + "  ".join(f"{name}: {escape(str(path))}"
                                    for name, path in files.items()))
@@ -146,14 +157,14 @@ def show_compare(results: RunResults, console: Any) -> None:
     print_comparison(results.models, console, results.unit, results.group_name)
     print_verdicts(results.comparisons, console)
     _paths(console, results=results.run_dir / "results.json",
-           plots=results.run_dir / "comparison.png")
+           plots=results.run_dir / "comparison.png", **_report(results.run_dir))
 
 
 def show_ablate(results: RunResults, console: Any) -> None:
     """After ``ablate``: each level against the base."""
     print_ablation(results, console)
     _paths(console, results=results.run_dir / "results.json",
-           plot=results.run_dir / "ablation.png")
+           plot=results.run_dir / "ablation.png", **_report(results.run_dir))
 
 
 def show_train(result: Any, console: Any) -> None:
@@ -167,7 +178,8 @@ def show_train(result: Any, console: Any) -> None:
     print_comparison([result.as_model_result()], console, result.unit, result.group_name)
     if result.stop_reason:
         console.print(f"stopped: {escape(result.stop_reason)}")
-    _paths(console, model=result.run_dir / "model.pt", metrics=result.run_dir / "metrics.json")
+    _paths(console, model=result.run_dir / "model.pt", metrics=result.run_dir / "metrics.json",
+           **_report(result.run_dir))
 
 
 def show_tune(result: Any, console: Any) -> None:
@@ -184,7 +196,8 @@ def show_tune(result: Any, console: Any) -> None:
     print_comparison(result.final, console, result.unit)
     print_verdicts(result.tuned_vs_default, console)
     _paths(console, **{"best configuration": result.run_dir / "best.yaml",
-                       "history": result.run_dir / "tune_history.png"})
+                       "history": result.run_dir / "tune_history.png",
+                       **_report(result.run_dir)})
 
 
 def show_predict(result: Any, console: Any) -> None:
@@ -205,3 +218,45 @@ def space_table(space: dict[str, Any]) -> Any:
     for name, dist in space.items():
         table.add_row(name, dist.describe())
     return table
+
+
+_MARK = {"error": "[red]error[/]", "warning": "[yellow]warning[/]", "info": "[dim]info[/]"}
+
+
+def show_doctor(result: Any, console: Any) -> None:
+    """After ``doctor``: findings ranked, the fixes tried, the final model vs the others."""
+    from rich.table import Table
+
+    console.print("\n[bold]findings[/] (most likely cause first)")
+    if not result.findings:
+        console.print("  none: nothing above chance of being wrong was found")
+    for i, f in enumerate(result.findings, 1):
+        console.print(f"  {i}. {_MARK[f['severity']]} [bold]{f['id']}[/]: "
+                      f"{escape(f['message'])}", highlight=False)
+        if f.get("advice"):
+            console.print(f"     what to do: {escape(f['advice'])}", highlight=False)
+    if result.fixes:
+        table = Table(title="fixes tried (paired tests against your setting, Holm-adjusted)",
+                      title_justify="left")
+        for col in ("fix", "accuracy % (95% CI)", "difference, points [95% CI]", "p",
+                    "verdict"):
+            table.add_column(col, justify="left" if col in ("fix", "verdict") else "right")
+        for row in result.fixes:
+            acc = Estimate.from_dict(row["accuracy"]) if row.get("accuracy") else None
+            diff = ("-" if row.get("difference") is None else
+                    f"{row['difference'] * 100:+.2f} [{row['ci'][0] * 100:+.2f}, "
+                    f"{row['ci'][1] * 100:+.2f}]")
+            p = "-" if row.get("p_adjusted") is None else f"{row['p_adjusted']:.3g}"
+            table.add_row(escape(row["label"]), _fmt(acc), diff, p,
+                          "[green]helped[/]" if row["accepted"] else "no detectable gain")
+        console.print(table)
+    for item in result.not_run:
+        console.print(f"[yellow]not run[/] {escape(item['what'])}: {escape(item['why'])}")
+    final = result.final or {}
+    models = list(result.models)
+    print_comparison(models, console, result.unit)
+    if final:
+        path = escape(str(result.run_dir / final["model_path"]))
+        console.print(f"\n[bold]final model[/] {escape(final['label'])} = "
+                      f"{escape(final['spec'])}: {path} (cellbench predict uses it)")
+    console.print(f"details: {escape(str(result.run_dir / 'doctor.json'))}")
