@@ -313,3 +313,86 @@ def test_compare_example_images_runs_the_bundled_data(tmp_path):
     summary = json.loads((tmp_path / "ex" / "results.json").read_text())
     accs = {m["model"]: m["test"]["accuracy"]["value"] for m in summary["models"]}
     assert max(accs.values()) > 0.85 and accs["majority"] < 0.6
+
+
+def test_user_strings_are_shown_literally(tmp_path, tiny_table):
+    """Class names, paths and columns with brackets are text, never rich markup; a class
+    named like mathtext does not break the figures."""
+    folder = tmp_path / "[run 2]"
+    folder.mkdir()
+    frame = tiny_table.rename(columns={"CD1": "CD45 [a.u.]"})
+    frame["label"] = frame["label"].map({"type0": "T cells [/CD4]", "type1": "[bold]B",
+                                         "type2": r"$\foo{x}$ cells"})
+    path = folder / "cells.csv"
+    frame.to_csv(path, index=False)
+    result = invoke("compare", path, "-t", "label", "-g", "donor", "--models", "lda,majority",
+                    "--out", folder / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    for text in ("T cells [/CD4]", "[bold]B", r"$\foo{x}$ cells", "[run 2]"):
+        assert text in result.output, text
+    assert (folder / "out" / "units" / "lda" / "seed0" / "holdout" / "confusion.png").is_file()
+    missing = invoke("compare", path, "-t", "label", "-g", "donor", "--features", "CD45*,CD99",
+                     "--out", tmp_path / "x")
+    assert missing.exit_code == 2 and "CD45 [a.u.]" in missing.output
+    listed = invoke("models", "xgb*")
+    assert "'cellbench[xgboost]'" in listed.output
+
+
+def test_train_says_from_which_epoch_it_resumes(tmp_path, tiny_csv, monkeypatch):
+    from cellbench.train.callbacks import Checkpoint
+
+    save = Checkpoint.on_epoch_end
+
+    def interrupt_after_epoch_2(self, state):
+        save(self, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "t"
+    args = ("train", tiny_csv, "-t", "label", "-g", "donor", "-m", "mlp(width=8)",
+            "--max-epochs", "4", "--out", out, "--quiet")
+    monkeypatch.setattr(Checkpoint, "on_epoch_end", interrupt_after_epoch_2)
+    assert invoke(*args).exit_code == 130
+    monkeypatch.undo()
+    result = invoke("train", "--resume", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "epochs 1-2 of 4 are done; training continues with epoch 3" in result.output
+    nothing = invoke("train", "--resume", tmp_path / "nowhere")
+    assert nothing.exit_code == 2 and "holds no config.yaml" in nothing.output
+
+
+def test_a_diverged_train_fails_and_says_why(tmp_path, tiny_csv):
+    result = invoke("train", tiny_csv, "-t", "label", "-g", "donor", "-m", "mlp(width=8)",
+                    "--optimizer", "sgd", "--lr", "1e6", "--max-epochs", "3", "--out",
+                    tmp_path / "t", "--quiet")
+    assert result.exit_code == 1
+    assert "mlp failed: diverged" in result.output
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["failed"].startswith("diverged")
+
+
+def test_one_class_for_everything_is_said_in_tables_and_predict(tmp_path, tiny_table):
+    # regularised to nothing and weighted to one class, logistic regression predicts it only
+    path = tmp_path / "cells.csv"
+    tiny_table.to_csv(path, index=False)
+    out = tmp_path / "t"
+    result = invoke("train", path, "-t", "label", "-g", "donor", "-m", "logreg(C=1e-9)",
+                    "--set", "train.class_weight={type0: 1000}", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "logreg predicts one class" in result.output and "for every test cell" in \
+        result.output
+    predicted = invoke("predict", out / "model.pt", path, "--out", tmp_path / "p.csv")
+    assert predicted.exit_code == 0, predicted.output
+    assert "predicts one class for everything" in predicted.output
+    assert "accuracy" in predicted.output and "%" in predicted.output
+
+
+def test_a_compare_where_a_class_is_one_patient_says_it_in_plain_words(tmp_path, tiny_table):
+    frame = tiny_table.drop(columns="donor")
+    frame["patient"] = frame["label"].map({"type0": "P1", "type1": "P2", "type2": "P3"})
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    result = invoke("compare", tmp_path / "c.csv", "-t", "label", "-g", "patient",
+                    "--models", "lda,logreg", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "cannot be separated from the group 'patient'" in result.output
+    assert not (tmp_path / "run").exists()

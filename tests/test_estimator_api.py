@@ -79,3 +79,12 @@ def test_bad_parameters_use_scikit_learn_wording(tiny_table):
         CellbenchClassifier(val_size=1.5).fit(X, y)
     with pytest.raises(InvalidParameterError, match=r"Unknown model 'mpl'\. Did you mean 'mlp'"):
         CellbenchClassifier(model="mpl").fit(X, y)
+
+
+def test_a_diverged_fit_warns_instead_of_passing_as_trained(tiny_table):
+    X = tiny_table.filter(like="CD").to_numpy()
+    clf = CellbenchClassifier(model="mlp", lr=1e6, max_epochs=3, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CellbenchWarning)
+        clf.fit(X, tiny_table["label"].to_numpy())
+    assert any("failed to train (diverged" in str(w.message) for w in caught)

@@ -18,6 +18,7 @@ from .exceptions import (
     InvalidParameterError,
     NotFittedError,
 )
+from .experiment.doctor import doctor
 from .models import MODELS, create_model
 from .train import FittedModel, load_model, train_model
 
@@ -44,6 +45,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "create_model",
+    "doctor",
     "evaluate_predictions",
     "from_arrays",
     "list_models",

@@ -47,11 +47,16 @@ def _raise_all(owner: str, problems: list[str]) -> None:
         )
 
 
-def _as_tuple(value: Any) -> tuple:
+def _as_tuple(value: Any, name: str = "a list setting") -> tuple:
     if value is None:
         return ()
     if isinstance(value, str):
         return tuple(split_top_level(value))
+    if isinstance(value, (int, float)):  # --set data.exclude_labels=0 (YAML reads a number)
+        return (str(value),)
+    if isinstance(value, Mapping):
+        raise InvalidParameterError(f"{name} must be a list or comma-separated text; got a "
+                                    f"mapping {dict(value)!r}.")
     return tuple(value)
 
 
@@ -91,7 +96,7 @@ class _Base:
             if sub is not None:
                 kwargs[key] = sub.from_dict(value, f"{where}.{key}")
             elif isinstance(f.default, tuple):
-                kwargs[key] = _as_tuple(value)
+                kwargs[key] = _as_tuple(value, f"{where}.{key}")
             elif isinstance(value, str) and "float" in str(f.type):
                 kwargs[key] = _as_float(value)
             else:
@@ -178,11 +183,22 @@ class SplitConfig(_Base):
     val_size: float = 0.15  # fraction held out from training for early stopping and model choice
     test_size: float = 0.15  # fraction of the test part (holdout only); it is evaluated once
     random_state: int = 0  # seed of the split (independent of the training seed)
+    repeats: int = 1  # repeated k-fold CV: the k folds drawn this many times (split seeds differ)
+    within_groups: bool = False  # split inside each group (per-sample labels); one model each
 
     def __post_init__(self) -> None:
         problems = []
         if self.cv is not None and not (isinstance(self.cv, int) and self.cv >= 2):
             problems.append(f"split.cv must be an int >= 2 or None; got {self.cv!r}.")
+        if not (isinstance(self.repeats, int) and not isinstance(self.repeats, bool)
+                and self.repeats >= 1):
+            problems.append(f"split.repeats must be an int >= 1; got {self.repeats!r}.")
+        elif self.repeats > 1 and self.cv is None:
+            problems.append(f"split.repeats needs k-fold CV; got repeats {self.repeats} "
+                            "without cv. Pass --cv K as well (e.g. --cv 5 --repeats 3).")
+        if not isinstance(self.within_groups, bool):
+            problems.append(f"split.within_groups must be true or false; got "
+                            f"{self.within_groups!r}.")
         for name in ("val_size", "test_size"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):

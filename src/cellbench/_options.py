@@ -82,6 +82,13 @@ SPLIT = Section("split", {
     "cv": _opt(int, "--cv", help="k-fold cross-validation (grouped when --groups)."),
     "test_size": _opt(float, "--test-size", help="Test fraction (holdout)."),
     "val_size": _opt(float, "--val-size", help="Validation fraction."),
+    "repeats": _opt(int, "--repeats", help="Repeated k-fold CV: draw the --cv folds R times "
+                                           "with different split seeds (paired tests use "
+                                           "every run)."),
+    "within_groups": _opt(bool, "--within-groups/--across-groups", help="Split inside each "
+                          "--groups group (labels assigned per sample, e.g. per-sample "
+                          "gates): one model per group, reported per group and pooled.",
+                          show_default=False),
 })
 
 TRAIN = Section("train", {

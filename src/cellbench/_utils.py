@@ -8,7 +8,7 @@ import importlib
 import json
 import os
 import random
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # not mkstemp: its files are 0600 whatever the umask; these follow it like any other tool
+    while True:
+        tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -199,6 +204,8 @@ def progress_bar(console: Any = None, *, label: str = "{task.description}",
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+    # markup=False: descriptions and info hold model labels, split and group names ("[fold1]")
+    return Progress(TextColumn(label, markup=False), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}", markup=False), console=console,
                     transient=transient)

@@ -130,7 +130,18 @@ def compare(
     from .report.terminal import show_compare
 
     cfg = _run(_build_config, data, example, config, sets, flags, models=models)
-    show_compare(_run(run_compare, cfg, out, observer=_observer(quiet)), console)
+    results = _run(run_compare, cfg, out, observer=_observer(quiet))
+    show_compare(results, console)
+    _exit_if_failed(results)
+
+
+def _exit_if_failed(result: Any) -> None:
+    """Exit code 1 when no model has a result to show (every one failed, e.g. diverged)."""
+    models = getattr(result, "models", None)
+    failed = (all(m.failed for m in models) if models
+              else bool(getattr(result, "failed", None)))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -153,13 +164,20 @@ def train(
     from .report.terminal import show_train
 
     if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            err_console.print(f"[red]error:[/] --resume must name the run directory of an "
+                              f"interrupted train; {escape(str(resume))!r} holds no "
+                              "config.yaml. Pass the directory train printed (runs/train-...).",
+                              highlight=False)
+            raise typer.Exit(2)
         cfg = _run(load_config, resume / "config.yaml")
-        show_train(_run(run_train, cfg, resume, resume=True, observer=_observer(quiet)),
-                   console)
-        return
-    cfg = _run(_build_config, data, example, config, sets, flags, model=model,
-               holdout_example=True)
-    show_train(_run(run_train, cfg, out, observer=_observer(quiet)), console)
+        result = _run(run_train, cfg, resume, resume=True, observer=_observer(quiet))
+    else:
+        cfg = _run(_build_config, data, example, config, sets, flags, model=model,
+                   holdout_example=True)
+        result = _run(run_train, cfg, out, observer=_observer(quiet))
+    show_train(result, console)
+    _exit_if_failed(result)
 
 
 @app.command()
@@ -211,13 +229,20 @@ def doctor(
 ) -> None:
     """Say why a model is stuck, test the fixes, and hand back a better model.
 
+    DATA may also be a finished train/compare run directory: it is then diagnosed from what
+    it saved, without training.
+
     Example: cellbench doctor cells.parquet --target label --groups patient
     --model "cnn1d-seed(dropout=0.5/0.9)" --optimizer asgd --lr 0.01
     """
     from .experiment.doctor import run_doctor
+    from .experiment.doctor_rundir import diagnose_run, is_run_dir
     from .report.terminal import show_doctor
     from .tune.study import parse_duration
 
+    if data is not None and not example and is_run_dir(data):
+        show_doctor(_run(diagnose_run, data), console)
+        return
     if example and model is None:
         name = data or "cytometry"
         model = DOCTOR_EXAMPLES.get(name)
@@ -235,7 +260,7 @@ TUNED = ("batch_size", "lr", "optimizer", "scheduler", "weight_decay", "class_we
 
 
 @app.command()
-@with_options(DATA, SPLIT, TRAIN.without(*TUNED))
+@with_options(DATA, SPLIT.without("repeats", "within_groups"), TRAIN.without(*TUNED))
 def tune(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option(
@@ -320,7 +345,7 @@ def tune_worker(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(
-        help="Run directory of a finished train, compare, ablate or tune run.",
+        help="Run directory of a finished train, compare, ablate, tune or doctor run.",
         show_default=False)],
 ) -> None:
     """Rebuild a run's self-contained HTML report (report.html) from its directory alone.
@@ -368,8 +393,10 @@ def list_models(
         spec = MODELS.get(name)
         if kind and spec.input_kind not in (kind, "any"):
             continue
-        table.add_row(name, spec.input_kind, spec.family, spec.summary.replace("``", ""),
-                      ", ".join(spec.search_space))
+        # literal text: the install hint "pip install 'cellbench[xgboost]'" is not markup
+        table.add_row(*(escape(text) for text in (
+            name, spec.input_kind, spec.family, spec.summary.replace("``", ""),
+            ", ".join(spec.search_space))))
     console.print(table)
 
 
@@ -416,11 +443,12 @@ def summary(
                                                      **choice.kwargs), shape)
 
     choice, shape, result = _run(build)
-    table = Table(title=f"{choice.label}, input {'x'.join(map(str, shape))}, {classes} classes")
+    table = Table(title=f"{escape(choice.label)}, input {'x'.join(map(str, shape))}, "
+                        f"{classes} classes")
     for col in ("Layer (type)", "Output Shape", "Param #", "MACs"):
         table.add_column(col, justify="left" if col == "Layer (type)" else "right")
     for layer in result.layers:
-        table.add_row(layer.name, str(layer.output_shape), f"{layer.params:,}",
+        table.add_row(escape(layer.name), str(layer.output_shape), f"{layer.params:,}",
                       f"{layer.macs:,}" if layer.macs else "")
     console.print(table)
     console.print(f"Total params: {result.total_params:,} (trainable "

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._config import DataConfig, TrainConfig
 from .data.io import from_arrays
 from .data.splits import holdout_split
-from .exceptions import InvalidParameterError
+from .exceptions import CellbenchWarning, InvalidParameterError
 from .models import MODELS
 from .train.trainer import FittedModel, train_model
 
@@ -151,6 +152,10 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.asarray(ds.classes)
         self.history_ = list(self.model_.history)
         self.best_epoch_ = self.model_.best_epoch
+        reason = self.model_.stop_reason or ""
+        if reason.startswith("diverged"):  # a fitted estimator must not pass as a good one
+            warnings.warn(f"{self.model!r} failed to train ({reason}); its predictions mean "
+                          "nothing.", CellbenchWarning, stacklevel=2)
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -233,3 +233,20 @@ def test_warning_free_load_of_a_clean_folder(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", CellbenchWarning)
         load_images(_class_folder(tmp_path, n=12))
+
+
+def test_npz_with_an_object_array_is_refused_with_a_reason(tmp_path):
+    np.savez(tmp_path / "o.npz", X=np.zeros((6, 8, 8), np.uint8),
+             y=np.array(["a", "b", 1, 2, None, "c"], dtype=object))
+    with pytest.raises(DataError, match=r"must hold plain numeric or text arrays; one of its "
+                                        r"arrays holds Python objects"):
+        load_images(tmp_path / "o.npz")
+
+
+def test_npz_class_names_are_read_like_label_names(tmp_path):
+    np.savez(tmp_path / "c.npz", X=np.zeros((12, 8, 8), np.uint8), y=np.arange(12) % 2,
+             class_names=np.array(["healthy", "infected"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = load_images(tmp_path / "c.npz")
+    assert ds.classes == ["healthy", "infected"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cellbench.data import from_arrays, load_table
-from cellbench.exceptions import CellbenchWarning
+from cellbench.exceptions import CellbenchWarning, DataError
 
 
 def test_csv_tsv_parquet_and_frame_give_the_same_dataset(tmp_path, tiny_table):
@@ -111,3 +111,78 @@ def test_fcs_folder_with_class_subfolders(tmp_path, fcs_writer):
     assert ds.classes == ["a", "b"] and ds.group_name == "sample"
     assert sorted(np.unique(ds.groups)) == ["a0", "a1", "b0", "b1"]
     assert ds.cytometry == "flow"
+
+
+def test_fcs_sample_sheet_file_label_patient_loads_without_choosing_features(
+        tmp_path, fcs_writer):
+    """The documented sheet: the added ``sample`` column (the file) is never a feature."""
+    root = _fcs_folder(tmp_path, fcs_writer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CellbenchWarning)
+        ds = load_table(root, sample_sheet=root / "sheet.csv", drop=["Time"])
+    assert ds.feature_names == ["FL1-A", "FL2-A"] and ds.group_name == "patient"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CellbenchWarning)
+        by_file = load_table(root, sample_sheet=root / "sheet.csv", groups="sample",
+                             drop=["Time"])
+    assert by_file.feature_names == ["FL1-A", "FL2-A"] and len(np.unique(by_file.groups)) == 6
+
+
+def test_a_misspelled_sample_sheet_column_is_an_error_with_the_right_name(tmp_path,
+                                                                          fcs_writer):
+    root = _fcs_folder(tmp_path, fcs_writer)
+    sheet = pd.read_csv(root / "sheet.csv").rename(columns={"patient": "pateint"})
+    sheet.to_csv(root / "sheet.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'pateint' must be one of file, label, "
+                                         r"patient; did you mean 'patient'\?"):
+        load_table(root, sample_sheet=root / "sheet.csv")
+
+
+def test_other_sample_sheet_columns_can_be_the_groups_and_are_never_features(tmp_path,
+                                                                             fcs_writer):
+    root = _fcs_folder(tmp_path, fcs_writer)
+    sheet = pd.read_csv(root / "sheet.csv").rename(columns={"patient": "donor"})
+    sheet["batch"] = ["b1", "b2"] * 3
+    sheet.to_csv(root / "sheet.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CellbenchWarning)
+        ds = load_table(root, sample_sheet=root / "sheet.csv", groups="donor", drop=["Time"])
+    assert ds.feature_names == ["FL1-A", "FL2-A"] and len(np.unique(ds.groups)) == 3
+
+
+def test_repeated_column_names_are_refused_not_renamed(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("f1,f2,f2,label\n1,2,3,a\n4,5,6,b\n")
+    with pytest.raises(DataError, match=r"column names of .* must be unique; got 'f2' "
+                                         r"\(columns 2, 3\)"):
+        load_table(path, target="label")
+
+
+def test_a_semicolon_file_gets_a_delimiter_hint(tmp_path, tiny_table):
+    path = tmp_path / "cells.csv"
+    tiny_table.to_csv(path, sep=";", index=False)
+    with pytest.raises(DataError, match=r"looks semicolon-separated.*sep=';'"):
+        load_table(path, target="label")
+
+
+def test_a_continuous_target_is_not_a_set_of_classes(tiny_table):
+    frame = tiny_table.assign(level=np.random.default_rng(0).normal(size=len(tiny_table)))
+    with pytest.raises(DataError, match=r"target 'level' must hold class labels; got 300 "
+                                        r"distinct decimal values"):
+        load_table(frame.drop(columns="label"), target="level", groups="donor")
+
+
+def test_a_target_with_one_value_per_row_is_an_id(tiny_table):
+    frame = tiny_table.assign(cell=[f"c{i}" for i in range(len(tiny_table))])
+    with pytest.raises(DataError, match=r"got 300 distinct values in 300 rows \(e\.g\. 'c0', "
+                                        r"'c1', 'c2'\)"):
+        load_table(frame, target="cell", groups="donor")
+
+
+def test_a_value_beyond_float32_says_it_overflows(tiny_table):
+    frame = tiny_table.copy()
+    frame["CD3"] = frame["CD3"].astype(np.float64)
+    frame.loc[7, "CD3"] = 1e39
+    with pytest.raises(DataError, match=r"overflow float32 in 'CD3' \(1 values, first 1e\+39 "
+                                        r"at row 8\)"):
+        load_table(frame, target="label", groups="donor")

@@ -114,6 +114,15 @@ def test_given_split_that_leaks_a_group_is_refused(tiny_table):
         given_split(ds, SplitConfig())
 
 
+def test_messages_name_numeric_groups_without_numpy_reprs(tiny_table):
+    tiny_table["part"] = np.where(np.arange(300) < 150, "train", "test")
+    tiny_table["donor"] = np.arange(300) % 12
+    ds = load_table(tiny_table, target="label", groups="donor", split_column="part")
+    with pytest.raises(DataLeakageError, match=r"Group 0 must be in one part") as info:
+        given_split(ds, SplitConfig())
+    assert "np." not in str(info.value)
+
+
 def test_make_splits_uses_cv_holdout_or_given(tiny_table):
     ds = load_table(tiny_table, target="label", groups="donor")
     assert len(make_splits(ds, SplitConfig(cv=3))) == 3

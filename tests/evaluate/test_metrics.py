@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from cellbench.evaluate import confusion_bootstrap, delong_ci, evaluate_predictions, wilson_ci
+from cellbench.evaluate.metrics import _balanced_accuracy
 
 
 def _predictions(n, k, seed=0, signal=1.0):
@@ -24,6 +25,36 @@ def test_wilson_matches_statsmodels(k, n):
 
     lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
     np.testing.assert_allclose(wilson_ci(k, n), (lo, hi), atol=1e-12)
+
+
+def test_wilson_bounds_are_exactly_0_and_1_at_the_extremes():
+    """At k = n the upper bound is 1.0, at k = 0 the lower bound 0.0, for every n (rounding
+    gave 0.9999999999999998 for ~600 sizes, and a negative error bar); every interval holds
+    its estimate."""
+    for n in range(1, 2001):
+        lo, hi = wilson_ci(n, n)
+        assert hi == 1.0 and lo < 1.0, n
+        lo, hi = wilson_ci(0, n)
+        assert lo == 0.0 and hi > 0.0, n
+        for k in (1, n // 2, n - 1):
+            lo, hi = wilson_ci(k, n)
+            assert lo <= k / n <= hi, (k, n)
+
+
+def test_balanced_accuracy_bootstrap_resamples_within_each_class():
+    """A class of 3 items must stay in every resample: unstratified, it drops out of ~5 % of
+    them and the mean recall over the classes left inflates the upper bound."""
+    cm = np.array([[60, 40], [0, 3]])  # recalls 0.6 and 1.0: balanced accuracy 0.8
+    lo, hi = confusion_bootstrap(cm, _balanced_accuracy, 4000, stratified=True)
+    # the tiny class's recall is always 1 when it is in the resample: the CI is that of
+    # (recall_0 + 1) / 2, with recall_0 a proportion of 100
+    r_lo, r_hi = wilson_ci(60, 100)
+    assert lo == pytest.approx((r_lo + 1) / 2, abs=0.02)
+    assert hi == pytest.approx((r_hi + 1) / 2, abs=0.02)
+    m = evaluate_predictions(np.array([0] * 100 + [1] * 3),
+                             np.eye(2)[[0] * 60 + [1] * 40 + [1] * 3], ["a", "b"])
+    assert m["balanced_accuracy"]["ci"] == pytest.approx([lo, hi], abs=0.02)
+    assert "within classes" in m["balanced_accuracy"]["method"]
 
 
 @pytest.mark.parametrize("k", [2, 4])

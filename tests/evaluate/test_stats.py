@@ -149,7 +149,7 @@ def test_verdicts_say_better_or_no_detectable_difference():
     rows = {r["model"]: r for r in out["rows"]}
     weak_row = rows["weak"]
     assert weak_row["verdict"].endswith(f"{out['reference']} is better")
-    assert "corrected t, 1 seeds x 4 folds" in weak_row["verdict"]
+    assert "corrected t, 1 seed x 4 folds" in weak_row["verdict"]
     other = "same" if out["reference"] == "strong" else "strong"
     assert "no detectable difference at this sample size" in rows[other]["verdict"]
     assert "points is detectable" in rows[other]["verdict"]
@@ -168,6 +168,34 @@ def test_verdict_with_too_few_groups_says_no_test_can_decide():
     five_big = PairedResult("wilcoxon", 0.001, (-0.01, 0.02), 0.5, 6, "groups", 0.0001)
     assert "would need about 6 patients/samples" in verdict("a", "b", five_big, 0.5, 0.05,
                                                             "W", 0.005)
+
+
+def test_a_large_difference_no_test_can_confirm_is_undecided_not_no_difference():
+    """majority vs resnet8 on 3 slides: -53.5 points is not "no detectable difference"."""
+    from cellbench.evaluate.compare import verdict
+    from cellbench.evaluate.stats import PairedResult
+
+    three = PairedResult("wilcoxon", -0.535, (-0.6, -0.45), 0.25, 3, "groups", 0.2)
+    line = verdict("majority", "resnet8", three, 0.25, 0.05, "Wilcoxon over 3 slides", 0.005)
+    assert "no detectable difference" not in line
+    assert "-> undecided: no test over 3 patients/samples can reach p < 0.05" in line
+    # 6 groups can reach p < 0.05 alone, but not after Holm over 4 models (4 x 2/64 > 0.05)
+    six = PairedResult("wilcoxon", -0.5, (-0.6, -0.4), 0.03125, 6, "groups", 0.2)
+    line = verdict("a", "b", six, 0.125, 0.05, "W", 0.005, n_tests=4)
+    assert "undecided" in line and "after Holm's correction for 4 tests" in line
+    assert "at least 8 are needed" in line
+
+
+def test_one_seed_on_one_split_says_seeds_were_not_repeated():
+    y, (net,) = _runs([0.90], seed=4)
+    _, (lin,) = _runs([0.80], seed=5)
+    out = compare_to_reference({"net": [net], "lda": [lin]}, y, None, stochastic={"net"})
+    (row,) = out["rows"]
+    assert row["test"] == "mcnemar"
+    assert "seeds were not repeated" in row["verdict"] and "--seeds 3" in row["verdict"]
+    assert row["verdict"].count("seeds were not repeated") == 1
+    both_linear = compare_to_reference({"a": [net], "b": [lin]}, y, None)
+    assert "seeds were not repeated" not in both_linear["rows"][0]["verdict"]
 
 
 @pytest.mark.slow

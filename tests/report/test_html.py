@@ -22,7 +22,7 @@ from cellbench.experiment import run_ablate, run_compare, run_train, run_tune
 from cellbench.report import html as report_html
 from cellbench.report.html import build_report, write_report
 from cellbench.tune.study import TuneSettings
-from conftest import make_table  # tests/ is on sys.path (rootdir conftest)
+from synthetic import make_table  # tests/ is on sys.path (pytest rootdir)
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

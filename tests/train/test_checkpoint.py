@@ -126,3 +126,34 @@ def test_image_training_with_augmentation_resumes_exactly(tmp_path):
     again = load_model(path)
     np.testing.assert_allclose(again.predict_proba(X), resumed.predict_proba(X), rtol=1e-5)
     assert again.kind == "image" and again.input_shape == [1, 16, 16]
+
+
+@pytest.fixture
+def saved(tmp_path, ds):
+    split = holdout_split(ds.y, ds.groups, random_state=0)
+    fm = train_model(ds, split, TrainConfig(model="mlp", model_kwargs={"width": 8, "depth": 1},
+                                            max_epochs=1, device="cpu"))
+    return torch.load(fm.save(tmp_path / "model.pt"), weights_only=True)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c.pop("classes"), r"must hold a complete cellbench model; it lacks 'classes'"),
+    (lambda c: c.pop("state"), r"it lacks 'state'"),
+    (lambda c: c.update(model_kwargs="width=8"), r"it has 'model_kwargs' \(str, not dict\)"),
+    (lambda c: c.update(input_shape=[0]), r"must give an input shape of 1 or 3 positive sizes"),
+    (lambda c: c.update(classes=["only"]), r"must list between 2 and 10\^6 classes; got 1"),
+    (lambda c: c.update(name="mlp9"), r"names model 'mlp9', which this cellbench does not know"),
+    # 10^6 x 50 units: refused from the meta-device build, before any memory is allocated
+    (lambda c: c["model_kwargs"].update(width=10**6, depth=50),
+     r"asks for 'mlp' with 49,000,\d{3},\d{3},\d{3} parameters \(more than 2,000,000,000\)"),
+    (lambda c: c["model_kwargs"].update(width=16), r"its weights differ in"),
+    (lambda c: c.update(preprocessing={"steps": "nonsense"}), r"must hold a model cellbench "
+                                                              r"can rebuild; rebuilding failed"),
+])
+def test_a_crafted_checkpoint_is_refused_before_the_model_is_built(tmp_path, saved, change,
+                                                                   message):
+    change(saved)
+    path = tmp_path / "crafted.pt"
+    torch.save(saved, path)
+    with pytest.raises(RunDirectoryError, match=message):
+        load_model(path)

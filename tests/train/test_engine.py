@@ -145,6 +145,13 @@ def test_divergence_stops_with_advice():
     assert "--lr" in state.stop_reason and state.epoch < 5
 
 
+def test_an_exploding_loss_is_divergence_even_while_it_stays_finite():
+    """Adam at lr 1e6 reaches a loss of ~1e21, finite, and must not pass as a trained model."""
+    state = _fit(TrainConfig(optimizer="adam", lr=1e6, max_epochs=5, device="cpu"))
+    assert state.stop_reason is not None and state.stop_reason.startswith("diverged")
+    assert "exploded to more than 100 x" in state.stop_reason and state.epoch < 5
+
+
 def test_class_weights_follow_scikit_learn_and_accept_label_mappings():
     from sklearn.utils.class_weight import compute_class_weight
 

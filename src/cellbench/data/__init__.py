@@ -4,7 +4,8 @@ from .augment import Augmenter
 from .checks import DataIssue, check_no_group_overlap, check_scale, check_split_duplicates
 from .dataset import Dataset
 from .images import load_images, read_image
-from .io import from_arrays, load_table, read_sample_sheet
+from .io import from_arrays, load_table
+from .sheets import read_sample_sheet
 from .splits import Split, holdout_split, kfold_splits, make_splits
 from .transforms import ImageNormalizer, PixelFeatures, Preprocessor
 

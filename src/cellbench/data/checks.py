@@ -12,6 +12,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,9 @@ from .dataset import Dataset
 __all__ = [
     "DataIssue",
     "check_dataset",
+    "check_delimiter",
+    "check_float32_range",
+    "check_header",
     "check_no_group_overlap",
     "check_scale",
     "check_split_duplicates",
@@ -60,6 +64,67 @@ def _warn(issues: list[DataIssue], code: str, message: str, severity: str = "war
 
 # ---------------------------------------------------------------------------------------------
 # Column-level checks (run while loading)
+
+
+def check_header(path: Path, sep: str) -> None:
+    """The header as written: pandas renames a repeated name (``f2`` -> ``f2.1``) silently."""
+    try:
+        head = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
+                           keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
+            ValueError):
+        return  # the full read below says what is wrong
+    names = [str(v) for v in head.iloc[0]] if len(head) else []
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        where = ", ".join(
+            f"{n!r} (columns {', '.join(str(i + 1) for i, m in enumerate(names) if m == n)})"
+            for n in dup[:5])
+        raise DataError(f"column names of {str(path)!r} must be unique; got {where}. Rename "
+                        "the repeated columns: which one is meant cannot be guessed.")
+
+
+def check_delimiter(frame: pd.DataFrame, path: Path, sep: str) -> None:
+    """One column whose name holds another delimiter: the file is not ``sep``-separated."""
+    if frame.shape[1] != 1:
+        return
+    header = str(frame.columns[0])
+    for other, name in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "pipe")):
+        if other != sep and header.count(other) >= 1:
+            expected = {",": "comma", "\t": "tab"}.get(sep, repr(sep))
+            raise DataError(
+                f"data file {str(path)!r} must be {expected}-separated (by its suffix); it reads "
+                f"as one column, and its header {header[:60]!r} looks {name}-separated. Save it "
+                f"with commas as .csv or tabs as .tsv, e.g. pandas.read_csv(path, "
+                f"sep={other!r}).to_csv('cells.csv', index=False)."
+            )
+
+
+def _show(value: Any) -> Any:
+    """A value for a message: numpy scalars as plain Python (``1``, not ``np.int64(1)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_float32_range(frame: pd.DataFrame, feature_cols: Sequence[str],
+                        rows: np.ndarray) -> None:
+    """Raise when a finite feature value does not fit in float32 (it would become inf)."""
+    limit = float(np.finfo(np.float32).max)
+    problems = []
+    for col in feature_cols:
+        if frame[col].dtype.kind != "f" or frame[col].dtype.itemsize <= 4:
+            continue
+        values = frame[col].to_numpy(np.float64)
+        big = np.isfinite(values) & (np.abs(values) > limit)
+        if big.any():
+            first = int(np.argmax(big))
+            problems.append(f"{col!r} ({int(big.sum())} values, first {values[first]:.3g} at "
+                            f"row {rows[first] + 1})")
+    if problems:
+        raise DataError(
+            f"feature values must fit in float32 (|x| <= {limit:.3g}); got values that "
+            f"overflow float32 in {', '.join(problems[:5])}. Rescale those columns (e.g. "
+            "divide by a power of ten) or drop them with --drop."
+        )
 
 
 def id_like_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[str, str]]:
@@ -153,8 +218,13 @@ def normalize_split_column(values: pd.Series, name: str, rows: np.ndarray) -> np
 # Dataset-level checks
 
 
-def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = ()) -> list[DataIssue]:
-    """Check a loaded dataset: raise for fatal problems, warn (and return) the rest."""
+def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = (),
+                  confounded: Sequence[str] = ()) -> list[DataIssue]:
+    """Check a loaded dataset: raise for fatal problems, warn (and return) the rest.
+
+    ``confounded``: id-like columns (not the groups) in which every class comes from one
+    value; :func:`cellbench.data.labels.check_labels` warns about them, not "pass --groups".
+    """
     issues: list[DataIssue] = []
     counts = np.bincount(ds.y, minlength=ds.n_classes)
     if ds.n_classes < 2:
@@ -163,15 +233,16 @@ def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = ()) -> list[
             f"{ds.n_samples} rows). Check --target and --exclude-labels."
         )
     if ds.kind == "table":
-        _check_columns(ds, issues, id_like)
+        _check_columns(ds, issues, id_like, confounded)
     small = [(c, int(k)) for c, k in zip(ds.classes, counts, strict=True)
              if k < MIN_CELLS_PER_CLASS]
     if small:
         unit = "images" if ds.kind == "image" else "rows"
         _warn(issues, "tiny_class",
               f"Classes with fewer than {MIN_CELLS_PER_CLASS} {unit} cannot be learned or "
-              f"measured reliably: {', '.join(f'{c!r} ({k})' for c, k in small)}. Collect "
-              "more, merge them, or remove them with --exclude-labels.")
+              f"measured reliably: {', '.join(f'{c!r} ({k})' for c, k in small[:8])}"
+              + (f" and {len(small) - 8} more" if len(small) > 8 else "")
+              + ". Collect more, merge them, or remove them with --exclude-labels.")
     ratio = counts.max() / max(counts.min(), 1)
     if ratio >= 10:
         _warn(issues, "imbalance",
@@ -189,9 +260,11 @@ def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = ()) -> list[
 
 
 def _check_columns(ds: Dataset, issues: list[DataIssue],
-                   id_like: Sequence[tuple[str, str]]) -> None:
+                   id_like: Sequence[tuple[str, str]], confounded: Sequence[str] = ()) -> None:
     X = ds.X
     for col, why in id_like:
+        if col in confounded:  # data.labels.check_labels says it in plain words
+            continue
         if col in ds.feature_names:
             _warn(issues, "id_feature",
                   f"Column {col!r} looks like a sample/patient id ({why}) and is used as a "
@@ -210,6 +283,21 @@ def _check_columns(ds: Dataset, issues: list[DataIssue],
               f"--drop {','.join(timey)}.")
     if X.shape[0] > 1:
         constant = [ds.feature_names[j] for j in np.flatnonzero(np.ptp(X, axis=0) == 0)]
+        if len(constant) == X.shape[1]:
+            raise DataError(
+                f"feature columns must vary from row to row; all {len(constant)} are constant "
+                f"({format_list(constant)}), so there is nothing to learn from. Check "
+                "--features and --drop, or how the table was exported.")
+        low, rank = X.min(axis=0), np.arange(X.shape[0], dtype=np.float64)
+        index = [ds.feature_names[j] for j in np.flatnonzero(
+                 np.isin(low, (0, 1)) & (np.ptp(X, axis=0) == X.shape[0] - 1))
+                 if np.array_equal(np.sort(X[:, j]) - low[j], rank)]
+        if index:
+            _warn(issues, "row_index",
+                  f"Columns {format_list(index)} number the rows (0, 1, 2, ... in some order): "
+                  "a saved row index, used as a feature. It carries how the table was built "
+                  "and sorted (often by class or sample), not biology: drop it with --drop "
+                  f"{','.join(index)}.")
         if constant:
             _warn(issues, "constant_column",
                   f"Columns {format_list(constant)} are constant and carry no information; "
@@ -259,7 +347,7 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
                 n_a = int((groups[parts[seen[g]]] == g).sum())
                 n_b = int((groups[index] == g).sum())
                 raise DataLeakageError(
-                    f"Group {g!r} must be in one part only; it has rows in both "
+                    f"Group {_show(g)!r} must be in one part only; it has rows in both "
                     f"{seen[g]} ({n_a}) and {part} ({n_b}). Pass groups=... / --groups so the "
                     "split keeps each patient/sample together, or fix the given split column."
                 )
@@ -268,17 +356,27 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
 
 def check_split_duplicates(X: np.ndarray, train: np.ndarray, test: np.ndarray,
                            name: str = "test", grouped: bool = False,
-                           threshold: float = 0.001) -> list[DataIssue]:
+                           threshold: float = 0.001, y: np.ndarray | None = None
+                           ) -> list[DataIssue]:
     """Report identical feature rows in both train and ``name``.
 
     A warning when at least ``threshold`` of the ``name`` rows are copies; fewer are recorded
-    as information (identical saturated or all-zero events occur in real data).
+    as information (identical saturated or all-zero events occur in real data). With ``y``,
+    only copies with the same label count: identical rows of different classes are a label
+    conflict (:func:`check_label_conflicts`), which lowers scores instead of inflating them.
     """
     issues: list[DataIssue] = []
     if X.ndim != 2 or len(train) == 0 or len(test) == 0:
         return issues
-    h_train = pd.util.hash_pandas_object(pd.DataFrame(X[train]), index=False).to_numpy()
-    h_test = pd.util.hash_pandas_object(pd.DataFrame(X[test]), index=False).to_numpy()
+
+    def frame(index: np.ndarray) -> pd.DataFrame:
+        out = pd.DataFrame(X[index])
+        if y is not None:
+            out["__label__"] = y[index]
+        return out
+
+    h_train = pd.util.hash_pandas_object(frame(train), index=False).to_numpy()
+    h_test = pd.util.hash_pandas_object(frame(test), index=False).to_numpy()
     shared = np.isin(h_test, h_train)
     if not shared.any():
         return issues

@@ -75,7 +75,9 @@ class Dataset:
 
     def describe(self) -> str:
         """One line: size, classes, groups."""
-        counts = ", ".join(f"{c}: {n}" for c, n in self.class_counts.items())
+        items = list(self.class_counts.items())
+        counts = ", ".join(f"{c}: {n}" for c, n in items[:12])
+        counts += f" and {len(items) - 12} more" if len(items) > 12 else ""
         what = "images" if self.kind == "image" else "cells"
         text = f"{self.n_samples} {what}"
         if self.kind == "table":

@@ -25,12 +25,14 @@ from .._utils import format_list
 from ..exceptions import CellbenchWarning, DataError
 from . import checks
 from .dataset import Dataset
-from .io import read_sample_sheet, sheet_entries
+from .labels import check_labels
+from .sheets import read_sample_sheet, sheet_entries
 
 __all__ = ["IMAGE_SUFFIXES", "is_image_source", "load_images", "read_image",
            "read_images_for_prediction", "resize_images"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+GROUP_COLUMNS = ("patient", "group", "slide", "sample")  # a sample sheet's group, in order
 
 
 def is_image_source(path: str | Path) -> bool:
@@ -116,12 +118,13 @@ def _collect_folder(root: Path, sample_sheet: str | Path | None, group_column: s
                     require_labels: bool = True) -> list[tuple[Path, str, Any]]:
     entries: list[tuple[Path, str, Any]] = []
     if sample_sheet is not None:
-        sheet = read_sample_sheet(sample_sheet)
+        sheet = read_sample_sheet(sample_sheet, known=(*GROUP_COLUMNS, *([group_column]
+                                                                        if group_column else [])))
         if group_column is not None and group_column.lower() not in sheet.columns:
             raise DataError(f"groups column {group_column!r} must be in sample sheet "
                             f"{str(sample_sheet)!r}; its columns are {list(sheet.columns)}.")
         col = (group_column or "").lower() or next(
-            (c for c in ("patient", "group", "slide", "sample") if c in sheet.columns), None)
+            (c for c in GROUP_COLUMNS if c in sheet.columns), None)
         return sheet_entries(sheet, sample_sheet, root, col)
     subfolders = sorted(p for p in root.iterdir() if p.is_dir())
     if not subfolders and not require_labels:
@@ -246,9 +249,27 @@ def _load_npz(path: Path, group_key: str | None) -> Dataset:
         raise DataError(f"npz file {str(path)!r} must be a readable numpy archive; reading "
                         f"failed ({type(exc).__name__}: {exc}).") from exc
     source = f"npz file {str(path)!r}"
+    try:
+        return _npz_dataset(z, keys, path, source, group_key)
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise DataError(
+            f"{source} must hold plain numeric or text arrays; one of its arrays holds Python "
+            "objects (saved with dtype=object), which cellbench does not unpickle: loading "
+            "them could run code. Save it again with numeric arrays and text labels, e.g. "
+            "np.savez(path, X=X.astype('float32'), y=np.asarray(y, dtype=str))."
+        ) from None
+    finally:
+        z.close()
+
+
+def _npz_dataset(z: Any, keys: set[str], path: Path, source: str,
+                 group_key: str | None) -> Dataset:
     label_names = None
-    if "label_names" in keys:  # e.g. ['0=Uninfected', '1=Parasitized']
-        label_names = [str(n).split("=", 1)[-1] for n in z["label_names"]]
+    names_key = next((k for k in ("label_names", "class_names") if k in keys), None)
+    if names_key is not None:  # e.g. ['0=Uninfected', '1=Parasitized'] or ['a', 'b']
+        label_names = [str(n).split("=", 1)[-1] for n in np.atleast_1d(z[names_key])]
     if "train_images" in keys:  # MedMNIST layout, the given split kept
         parts, xs, ys = [], [], []
         for part in ("train", "val", "test"):
@@ -279,12 +300,18 @@ def _load_npz(path: Path, group_key: str | None) -> Dataset:
                 raise DataError(f"groups key {group_key!r} must be in {source}; its keys are "
                                 f"{sorted(keys)}.")
             groups = z[group_key]
+            if groups.shape != (len(X),):
+                raise DataError(f"{source} key {group_key!r} must hold one group id per image "
+                                f"({len(X)}); got shape {groups.shape}.")
     else:
         raise DataError(f"{source} must hold train_images/train_labels (MedMNIST layout) or "
                         f"X and y; its keys are {sorted(keys)}.")
     if len(y_raw) != len(X):
         raise DataError(f"{source} must have one label per image; got {len(X)} images and "
                         f"{len(y_raw)} labels.")
+    if X.dtype.kind not in "uif":
+        raise DataError(f"{source} must hold images as numbers (uint8, uint16 or float); got "
+                        f"dtype {X.dtype}. Convert them, e.g. X.astype('float32').")
     y, classes = _labels(y_raw)
     if label_names is not None and all(isinstance(c, int) and 0 <= c < len(label_names)
                                        for c in classes):
@@ -341,7 +368,14 @@ def load_images(source: str | Path, *, sample_sheet: str | Path | None = None,
             group_name = groups or "group"
         ds = Dataset(X=X, y=y, classes=classes, groups=group_values, kind="image",
                      source=str(path), group_name=group_name)
+    if ds.X.dtype.kind == "f":
+        bad = ~np.isfinite(ds.X.reshape(len(ds.X), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"images must hold finite pixel values; {int(bad.sum())} of "
+                            f"{len(bad)} have NaN or inf (first: image {int(np.argmax(bad)) + 1})."
+                            " Replace those values (e.g. np.nan_to_num) or remove the images.")
     ds.issues.extend(checks.check_dataset(ds))
+    ds.issues.extend(check_labels(ds))
     return ds
 
 

@@ -5,7 +5,8 @@ or from one subfolder per class), a pandas DataFrame, or numpy arrays.
 
 >>> import pandas as pd
 >>> from cellbench.data import load_table
->>> df = pd.DataFrame({"CD3": range(40), "CD4": range(40, 80), "label": list("ab") * 20})
+>>> df = pd.DataFrame({"CD3": [i % 7 * 1.5 for i in range(40)], "CD4": [i % 5 for i in
+...                    range(40)], "label": list("ab") * 20})
 >>> ds = load_table(df, target="label")
 >>> ds.feature_names, ds.classes
 (['CD3', 'CD4'], ['a', 'b'])
@@ -27,27 +28,34 @@ from ..exceptions import CellbenchWarning, DataError, InvalidParameterError
 from . import checks
 from .dataset import Dataset
 from .fcs import read_fcs
+from .labels import check_labels, check_target_values
+from .sheets import SAMPLE_SHEET_NAMES, read_sample_sheet, sheet_entries
 
 __all__ = ["from_arrays", "load_table", "read_frame", "read_sample_sheet"]
 
 TARGET_GUESSES = ("label", "labels", "target", "class", "y", "cell_type", "celltype", "population")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".parquet": None, ".pq": None,
                   ".fcs": None}
-SAMPLE_SHEET_NAMES = ("sample_sheet.csv", "samples.csv")
 
 
 class _Frame:
-    """A raw table plus what its reader knows (aliases, instrument kind, default roles)."""
+    """A raw table plus what its reader knows (aliases, instrument kind, default roles).
+
+    ``meta`` are columns the reader added (an FCS folder's ``label``, ``sample``, ``patient``
+    and other sample-sheet columns): they describe the file a cell came from and are never
+    features.
+    """
 
     def __init__(self, frame: pd.DataFrame, source: str, aliases: dict[str, str] | None = None,
                  cytometry: str | None = None, target: str | None = None,
-                 groups: str | None = None) -> None:
+                 groups: str | None = None, meta: Sequence[str] = ()) -> None:
         self.frame = frame
         self.source = source
         self.aliases = aliases or {}
         self.cytometry = cytometry
         self.target = target
         self.groups = groups
+        self.meta = tuple(meta)
 
 
 def read_frame(source: Any, sample_sheet: str | Path | None = None,
@@ -85,11 +93,21 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix])
+            checks.check_header(path, TABLE_SUFFIXES[suffix])
+            frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], encoding="utf-8-sig")
+            checks.check_delimiter(frame, path, TABLE_SUFFIXES[suffix])
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"data file {str(path)!r} must hold a header and rows; it holds no "
                         "columns.") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except DataError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"data file {str(path)!r} must be UTF-8 text; byte {exc.object[exc.start]:#x} at "
+            f"position {exc.start} is not ({exc.reason}). Save it as UTF-8, e.g. "
+            "pandas.read_csv(path, encoding='latin-1').to_csv('cells.csv', index=False)."
+        ) from exc
+    except Exception as exc:  # parsers, decompressors and pyarrow raise many kinds
         raise DataError(f"data file {str(path)!r} must be a readable {suffix[1:].upper()} "
                         f"table; reading failed ({type(exc).__name__}: {exc}).") from exc
     if frame.shape[0] == 0:
@@ -98,58 +116,19 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
     return _Frame(frame, str(path))
 
 
-def read_sample_sheet(path: str | Path) -> pd.DataFrame:
-    """Read a sample sheet: CSV with columns ``file``, ``label`` and optionally ``patient``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"sample sheet must exist; got {str(path)!r}, which does not.")
-    try:
-        sheet = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise DataError(f"sample sheet {str(path)!r} must be a CSV with columns file,label"
-                        f"[,patient]; reading failed ({exc}).") from exc
-    sheet.columns = [str(c).strip().lower() for c in sheet.columns]
-    missing = [c for c in ("file", "label") if c not in sheet.columns]
-    if missing:
-        raise DataError(f"sample sheet {str(path)!r} must have columns file,label[,patient]; "
-                        f"got {list(sheet.columns)} (missing {missing}).")
-    for col in ("file", "label"):
-        empty = np.flatnonzero(sheet[col].str.strip() == "")
-        if len(empty):
-            raise DataError(f"sample sheet {str(path)!r} must give a {col} on every row; row "
-                            f"{empty[0] + 1} has none.")
-    dup = sheet["file"][sheet["file"].duplicated()].tolist()
-    if dup:
-        raise DataError(f"sample sheet {str(path)!r} must list each file once; got duplicates "
-                        f"{format_list(dup)}.")
-    return sheet
-
-
-def sheet_entries(sheet: pd.DataFrame, sheet_path: str | Path, root: Path,
-                  group_column: str | None) -> list[tuple[Path, Any, Any]]:
-    """``(file, label, group)`` per sample-sheet row; a file that is missing is an error."""
-    entries = []
-    for i, row in enumerate(sheet.itertuples(index=False), start=1):
-        path = root / row.file
-        if not path.is_file():
-            raise DataError(
-                f"sample sheet {str(sheet_path)!r} row {i} names file {row.file!r}, which "
-                f"must exist in {str(root)!r} but does not. Fix the name or remove the row."
-            )
-        entries.append((path, row.label, getattr(row, group_column) if group_column else None))
-    return entries
-
-
 def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
                      require_labels: bool = True) -> _Frame:
     if sample_sheet is None:
         found = [root / n for n in SAMPLE_SHEET_NAMES if (root / n).is_file()]
         sample_sheet = found[0] if found else None
     entries: list[tuple[Path, str, str | None]] = []  # (file, label, patient)
+    extras: dict[str, list[str]] = {}  # other sample-sheet columns, one value per entry
     if sample_sheet is not None:
         sheet = read_sample_sheet(sample_sheet)
         entries += sheet_entries(sheet, sample_sheet, root,
                                  "patient" if "patient" in sheet.columns else None)
+        extras = {c: sheet[c].tolist() for c in sheet.columns
+                  if c not in ("file", "label", "patient")}
         listed = {e[0].resolve() for e in entries}
         unlisted = [p.name for p in _fcs_files(root) if p.resolve() not in listed]
         if unlisted:
@@ -171,7 +150,7 @@ def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
             )
     frames, aliases, kinds, channels = [], {}, set(), None
     first = None
-    for file, label, patient in entries:
+    for i, (file, label, patient) in enumerate(entries):
         fcs = read_fcs(file)
         cols = list(fcs.frame.columns)
         if channels is None:
@@ -190,6 +169,9 @@ def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
         frame["sample"] = file.stem
         if patient is not None:
             frame["patient"] = patient
+        for col, values in extras.items():
+            if col not in frame.columns:
+                frame[col] = values[i]
         frames.append(frame)
         aliases.update(fcs.aliases)
         kinds.add(fcs.cytometry)
@@ -197,8 +179,10 @@ def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
         raise DataError(f"a folder of FCS files must contain .fcs files; {str(root)!r} has none.")
     frame = pd.concat(frames, ignore_index=True)
     groups = "patient" if "patient" in frame.columns else "sample"
+    meta = [c for c in ("label", "sample", "patient", *extras) if c not in channels]
     return _Frame(frame, str(root), aliases, kinds.pop() if len(kinds) == 1 else None,
-                  target="label" if "label" in frame.columns else None, groups=groups)
+                  target="label" if "label" in frame.columns else None, groups=groups,
+                  meta=meta)
 
 
 def _fcs_files(folder: Path) -> list[Path]:
@@ -258,6 +242,15 @@ def _match_labels(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
     if len(numeric) and pd.api.types.is_numeric_dtype(values):
         mask = mask | values.isin(numeric.tolist()).to_numpy()
     return mask
+
+
+def _warn_unmatched(wanted: Sequence[Any], labels: pd.Series) -> None:
+    """An --exclude-labels value that matches no row is a typo until shown otherwise."""
+    unmatched = [str(v) for v in wanted if not _match_labels(labels, [str(v)]).any()]
+    if unmatched:
+        warnings.warn(f"exclude_labels {format_list(unmatched)} match no row, so nothing was "
+                      f"removed for them; the labels are {format_list(labels.unique(), 8)}.",
+                      CellbenchWarning, stacklevel=4)
 
 
 def _label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
@@ -391,18 +384,22 @@ def load_table(
     target, group_col, split_col = _roles(raw, columns, target, groups, split_column)
     rows = np.arange(len(frame))  # original positions, for messages after filtering
     if len(exclude_labels):
+        frame_before = frame[target]
         keep = ~_match_labels(frame[target], [str(v) for v in exclude_labels])
         if not keep.any():
             raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
                             f"removes all {len(frame)}.")
         frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
+        _warn_unmatched(exclude_labels, frame_before)
 
-    roles = {c for c in (target, group_col, split_col) if c}
+    check_target_values(frame[target], target)
+    roles = {c for c in (target, group_col, split_col, *raw.meta) if c}
     feature_cols = _feature_columns(columns, aliases, roles, features, drop)
 
     id_like = [] if group_col else checks.id_like_columns(
         frame, [c for c in columns if c not in (target, split_col)])
     _check_numeric(frame, feature_cols, rows, id_like)
+    checks.check_float32_range(frame, feature_cols, rows)
 
     X = frame[feature_cols].to_numpy(dtype=np.float32)
     keep = _complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)
@@ -419,7 +416,10 @@ def load_table(
                  groups=group_values, split=split_values, target=target, group_name=group_col,
                  source=raw.source, cytometry=cytometry or raw.cytometry,
                  aliases={a: n for a, n in aliases.items() if n in feature_cols})
-    ds.issues = checks.check_dataset(ds, id_like=id_like)
+    confounded = [c for c, _ in id_like if c in frame.columns
+                  and (frame.groupby(frame[target].astype(str))[c].nunique() == 1).all()]
+    ds.issues = checks.check_dataset(ds, id_like=id_like, confounded=confounded)
+    ds.issues += check_labels(ds, confounded)
     return ds
 
 

@@ -12,19 +12,28 @@ True
 
 from __future__ import annotations
 
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from .._config import SplitConfig
 from .._utils import format_list
-from ..exceptions import DataError
+from ..exceptions import DataError, InvalidParameterError
 from .checks import check_no_group_overlap
 from .dataset import Dataset
 
-__all__ = ["Split", "holdout_split", "kfold_splits", "make_splits"]
+__all__ = ["Split", "holdout_split", "kfold_splits", "make_splits", "repeat_of"]
+
+_REPEAT = re.compile(r"^r(\d+)-")
+
+
+def repeat_of(name: str) -> int:
+    """The repeat a split belongs to (``r2-fold1`` -> 2; plain ``fold1`` -> 1)."""
+    match = _REPEAT.match(name)
+    return int(match.group(1)) if match else 1
 
 
 @dataclass(frozen=True)
@@ -48,14 +57,69 @@ class Split:
 
 
 def make_splits(ds: Dataset, cfg: SplitConfig) -> list[Split]:
-    """The splits a job runs on: the given split, k folds, or one holdout."""
+    """The splits a job runs on: the given split, k folds (``cfg.repeats`` times, named
+    ``r<i>-fold<k>`` when repeated), or one holdout; with ``cfg.within_groups`` these are
+    made inside each group (named ``<group>-fold<k>``)."""
     if ds.split is not None:
+        if cfg.within_groups or cfg.repeats > 1:
+            raise InvalidParameterError(
+                "--within-groups and --repeats must not be combined with a given split "
+                "(--split-column); the split column already fixes every part. Drop one.")
         return [given_split(ds, cfg)]
-    if cfg.cv:
-        return kfold_splits(ds.y, ds.groups, n_splits=cfg.cv, val_size=cfg.val_size,
-                            random_state=cfg.random_state, classes=ds.classes)
-    return [holdout_split(ds.y, ds.groups, val_size=cfg.val_size, test_size=cfg.test_size,
-                          random_state=cfg.random_state, classes=ds.classes)]
+    if cfg.within_groups:
+        return _within_groups(ds, cfg)
+    return _splits(ds.y, ds.groups, cfg, ds.classes)
+
+
+def _splits(y: np.ndarray, groups: np.ndarray | None, cfg: SplitConfig, classes: list | None,
+            check_sizes: bool = True) -> list[Split]:
+    if not cfg.cv:
+        return [holdout_split(y, groups, val_size=cfg.val_size, test_size=cfg.test_size,
+                              random_state=cfg.random_state, classes=classes,
+                              check_sizes=check_sizes)]
+    splits = []
+    for r in range(cfg.repeats):
+        folds = kfold_splits(y, groups, n_splits=cfg.cv, val_size=cfg.val_size,
+                             random_state=cfg.random_state + 1000 * r, classes=classes,
+                             check_sizes=check_sizes)
+        splits += [replace(f, name=f"r{r + 1}-{f.name}") if cfg.repeats > 1 else f
+                   for f in folds]
+    return splits
+
+
+def _slugs(ids: np.ndarray) -> list[str]:
+    """Folder-safe, unique names for group ids."""
+    out: list[str] = []
+    for gid in ids:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(gid)).strip("._")[:40] or "group"
+        slug = f"g_{slug}" if _REPEAT.match(slug) else slug
+        out.append(slug if slug not in out else f"{slug}_{len(out) + 1}")
+    return out
+
+
+def _within_groups(ds: Dataset, cfg: SplitConfig) -> list[Split]:
+    """Every group split on its own (stratified by class): the per-sample protocol."""
+    if ds.groups is None:
+        raise InvalidParameterError(
+            "--within-groups must come with groups; got none. Pass --groups COLUMN (the "
+            "sample each cell comes from).")
+    ids = np.unique(ds.groups)
+    name = ds.group_name or "group"
+    splits = []
+    for gid, slug in zip(ids, _slugs(ids), strict=True):
+        rows = np.flatnonzero(ds.groups == gid)
+        y = ds.y[rows]
+        try:
+            parts = _splits(y, None, cfg, ds.classes, check_sizes=False)
+        except (DataError, ValueError) as exc:
+            raise DataError(f"{name} {gid.item() if isinstance(gid, np.generic) else gid!r} "
+                            f"({len(rows)} rows) must be large enough to split on its own "
+                            f"(--within-groups); {exc}") from None
+        for p in parts:  # r<i>- first: repeat_of reads it
+            repeat, fold = (p.name.split("-", 1) if _REPEAT.match(p.name) else ("", p.name))
+            label = f"{repeat}-{slug}-{fold}" if repeat else f"{slug}-{fold}"
+            splits.append(Split(rows[p.train], rows[p.val], rows[p.test], label, False))
+    return splits
 
 
 def _single_label_groups(y: np.ndarray, groups: np.ndarray) -> bool:
@@ -124,7 +188,9 @@ def _check_class_sizes(y: np.ndarray, classes: list | None, need: int, what: str
     small = [(i, int(c)) for i, c in enumerate(counts) if 0 < c < need]
     if small:
         names = classes or list(range(len(counts)))
-        listed = ", ".join(f"{names[i]!r} has {c}" for i, c in small[:5])
+        listed = (", ".join(f"{names[i]!r} has {c}" for i, c in small[:5])
+                  + (f" and {len(small) - 5} more classes are as small" if len(small) > 5
+                     else ""))
         raise DataError(
             f"each class must have at least {need} rows for {what}; {listed}. {fix}"
         )
@@ -132,7 +198,7 @@ def _check_class_sizes(y: np.ndarray, classes: list | None, need: int, what: str
 
 def holdout_split(y: np.ndarray, groups: np.ndarray | None = None, *, val_size: float = 0.15,
                   test_size: float = 0.15, random_state: int = 0,
-                  classes: list | None = None) -> Split:
+                  classes: list | None = None, check_sizes: bool = True) -> Split:
     """One stratified train/val/test split; grouped (whole patients per part) with groups."""
     y = np.asarray(y)
     index = np.arange(len(y))
@@ -146,7 +212,7 @@ def holdout_split(y: np.ndarray, groups: np.ndarray | None = None, *, val_size: 
                 "Use more patients/samples, or drop --groups (cells are then split at random, "
                 "which overstates accuracy on new patients)."
             )
-    else:
+    elif check_sizes:
         need = 1 + (val_size > 0) + (test_size > 0)
         _check_class_sizes(y, classes, need, "a stratified train/val/test split",
                            "Collect more cells or remove the class with --exclude-labels.")
@@ -160,7 +226,7 @@ def holdout_split(y: np.ndarray, groups: np.ndarray | None = None, *, val_size: 
 
 def kfold_splits(y: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5,
                  val_size: float = 0.15, random_state: int = 0,
-                 classes: list | None = None) -> list[Split]:
+                 classes: list | None = None, check_sizes: bool = True) -> list[Split]:
     """k folds: each row is tested exactly once; a validation part is held out of each train.
 
     With groups, folds are made of whole groups (see :func:`_group_folds`).
@@ -177,11 +243,22 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray | None = None, *, n_splits: i
             )
         tests = _group_folds(y, groups, n_splits, random_state)
     else:
-        _check_class_sizes(y, classes, n_splits, f"stratified {n_splits}-fold CV",
-                           f"Use fewer folds (--cv {max(2, int(np.bincount(y).min()))}) or "
-                           "remove the class with --exclude-labels.")
+        if check_sizes:
+            present = np.bincount(y)[np.bincount(y) > 0]
+            _check_class_sizes(y, classes, n_splits, f"stratified {n_splits}-fold CV",
+                               f"Use fewer folds (--cv {max(2, int(present.min()))}) or "
+                               "remove the class with --exclude-labels.")
+        if len(y) < n_splits:
+            raise DataError(f"{n_splits}-fold CV needs at least {n_splits} rows; got "
+                            f"{len(y)}. Use fewer folds.")
         skf = StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
-        tests = [test for _, test in skf.split(index, y)]
+        with warnings.catch_warnings():  # classes smaller than k: checked above, or allowed
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                tests = [test for _, test in skf.split(index, y)]
+            except ValueError:  # every class smaller than k
+                tests = [test for _, test in KFold(n_splits, shuffle=True,
+                                                   random_state=random_state).split(index)]
     splits = []
     for k, test in enumerate(tests):
         rest = np.setdiff1d(index, test, assume_unique=True)

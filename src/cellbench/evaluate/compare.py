@@ -20,7 +20,8 @@ improvement only when the adjusted p-value is below alpha.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,7 +184,7 @@ def _needed(result: PairedResult, min_effect: float, alpha: float = 0.05) -> str
                 f"{result.n} runs")
     if result.test == "seed_cell_t":
         return (f"about {result.detectable * 100:.2f} points is detectable with "
-                f"{result.n} seeds on this test set")
+                f"{_count(result.n, 'seed')} on this test set")
     n_needed = int(np.ceil(result.n * (scale * z / min_effect) ** 2))
     if result.test == "wilcoxon":
         n_needed = max(n_needed, _wilcoxon_min_n(alpha))
@@ -192,38 +193,82 @@ def _needed(result: PairedResult, min_effect: float, alpha: float = 0.05) -> str
             f"{result.detectable * 100:.2f} points is detectable with {result.n:,}")
 
 
-def _describe_test(result: PairedResult, n_seeds: int, n_splits: int, group_name: str) -> str:
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _describe_test(result: PairedResult, n_seeds: int, splits: Sequence[str],
+                   group_name: str) -> str:
     if result.test == "corrected_t":
-        return f"corrected t, {n_seeds} seeds x {n_splits} folds"
+        repeats = {m.group(1) for s in splits if (m := re.match(r"r(\d+)-", s))}
+        if len(repeats) > 1:
+            return (f"corrected t, {_count(n_seeds, 'seed')} x {len(repeats)} repeats x "
+                    f"{len(splits) // len(repeats)} folds")
+        return f"corrected t, {_count(n_seeds, 'seed')} x {_count(len(splits), 'fold')}"
     if result.test == "seed_cell_t":
-        return f"t over {result.n} seeds and the test cells, one split"
+        return f"t over {_count(result.n, 'seed')} and the test cells, one split"
     if result.test == "wilcoxon":
-        return f"Wilcoxon signed-rank over {result.n} {group_name}"
+        name = group_name[:-1] if result.n == 1 and group_name.endswith("s") else group_name
+        return f"Wilcoxon signed-rank over {result.n} {name}"
     return f"McNemar exact, {result.n:,} cells"
 
 
+def _undecidable(result: PairedResult, p_adjusted: float, alpha: float,
+                 n_tests: int = 1) -> str:
+    """Why no outcome of the test could be significant here ("" when one could).
+
+    With ``n_tests`` Holm-corrected tests, every adjusted p is at least ``n_tests`` times
+    the smallest p the test can give.
+    """
+    if not np.isfinite(p_adjusted):
+        return f"the test is undefined here ({result.note or 'too few paired runs'})"
+    if result.test != "wilcoxon":
+        return ""
+    smallest = 2 / 2 ** result.n
+    need = _wilcoxon_min_n(alpha / n_tests)
+    if result.n < need:
+        holm_text = f" after Holm's correction for {n_tests} tests" if n_tests > 1 else ""
+        return (f"no test over {result.n} {_UNIT_WORDS['groups']} can reach p < {alpha:g}"
+                f"{holm_text}: the smallest possible Wilcoxon p is {smallest:.3g}; at least "
+                f"{need} are needed")
+    return ""
+
+
 def verdict(a: str, b: str, result: PairedResult, p_adjusted: float, alpha: float,
-            test_text: str, min_effect: float) -> str:
-    """One line: difference, CI, p, test, and what it means."""
+            test_text: str, min_effect: float, one_run: bool = False,
+            n_tests: int = 1) -> str:
+    """One line: difference, CI, p, test, and what it means.
+
+    ``one_run``: one seed on one split of a model whose training is random; the test then
+    counts only the test cells, and the line says so and suggests ``--seeds``.
+    """
     diff, (lo, hi) = result.difference * 100, (result.ci[0] * 100, result.ci[1] * 100)
     p_text = f"p = {p_adjusted:.3g}" if np.isfinite(p_adjusted) else "p undefined"
     head = f"{a} vs {b}: {diff:+.2f} points [{lo:+.2f}, {hi:+.2f}], {p_text} ({test_text})"
+    caveat = ("; seeds were not repeated (one seed, one split), so training randomness is "
+              "not counted: rerun with --seeds 3" if one_run else "")
     if np.isfinite(p_adjusted) and p_adjusted < alpha:
-        return f"{head} -> {a if diff > 0 else b} is better"
+        return f"{head} -> {a if diff > 0 else b} is better{caveat}"
+    why = _undecidable(result, p_adjusted, alpha, n_tests)
+    if why:  # "no detectable difference" would read as evidence of equality; it is not
+        return f"{head} -> undecided: {why}{caveat}"
     need = _needed(result, min_effect, alpha)
     return (f"{head} -> no detectable difference at this sample size"
-            + (f" ({need})" if need else ""))
+            + (f" ({need})" if need else "") + caveat)
 
 
 def compare_to_reference(runs: Mapping[str, Sequence[Run]], y: np.ndarray,
                          groups: np.ndarray | None, *, reference: str | None = None,
                          unit: str = "auto", metric: str = "accuracy", alpha: float = 0.05,
                          min_effect: float = 0.005, group_name: str = "groups",
-                         pooled: Mapping[str, float] | None = None) -> dict[str, Any]:
+                         pooled: Mapping[str, float] | None = None,
+                         stochastic: Collection[str] = ()) -> dict[str, Any]:
     """Test every model against ``reference`` (default: the best pooled metric).
 
     Returns a dict with the reference, unit, alpha and one row per other model: the paired
-    result, the Holm-adjusted p-value and a verdict line.
+    result, the Holm-adjusted p-value and a verdict line. ``stochastic`` names the models
+    whose training is random (networks): a test of one of them on one seed and one split
+    says that seeds were not repeated.
     """
     models = list(runs)
     if len(models) < 2:
@@ -243,13 +288,15 @@ def compare_to_reference(runs: Mapping[str, Sequence[Run]], y: np.ndarray,
     if finite.any():
         adjusted[finite] = holm(raw[finite])
     n_seeds = max(len({r.seed for r in runs[m]}) for m in models)
-    n_splits = len({r.split for r in runs[reference]})
+    splits = sorted({r.split for r in runs[reference]})
     rows = []
     for model, result, p_adj in zip(others, results, adjusted, strict=True):
-        text = _describe_test(result, n_seeds, n_splits, group_name)
+        text = _describe_test(result, n_seeds, splits, group_name)
+        one_run = (len(_paired_keys(runs[model], runs[reference])) == 1
+                   and bool({model, reference} & set(stochastic)))
         rows.append({"model": model, **result.to_dict(), "p_adjusted": float(p_adj),
                      "verdict": verdict(model, reference, result, float(p_adj), alpha, text,
-                                        min_effect)})
+                                        min_effect, one_run, len(others))})
     used = results[0].unit if results else unit
     return {"reference": reference, "metric": metric, "unit": used, "alpha": alpha,
             "correction": "holm" if len(others) > 1 else "none", "rows": rows}

@@ -91,8 +91,9 @@ def evaluate_predictions(y: np.ndarray, proba: np.ndarray, classes: Sequence[Any
     out["accuracy"] = _value(correct / n if n else np.nan, wilson_ci(correct, n, level),
                              "wilson")
     out["balanced_accuracy"] = _value(
-        _balanced_accuracy(cm), confusion_bootstrap(cm, _balanced_accuracy, n_boot, level, seed),
-        f"bootstrap ({n_boot} resamples)")
+        _balanced_accuracy(cm), confusion_bootstrap(cm, _balanced_accuracy, n_boot, level, seed,
+                                                    stratified=True),
+        f"bootstrap within classes ({n_boot} resamples)")
     out["macro_f1"] = _value(
         _macro_f1(cm), confusion_bootstrap(cm, _macro_f1, n_boot, level, seed),
         f"bootstrap ({n_boot} resamples)")

@@ -213,6 +213,7 @@ class UnitResult(_File):
     info: dict[str, Any]
     validation: Metrics | None = field(default=None, metadata={"kind": Metrics, "omit": True})
     test: Metrics | None = field(default=None, metadata={"kind": Metrics, "omit": True})
+    failed: str | None = field(default=None, metadata={"omit": True})  # why, e.g. diverged
     extra: dict[str, Any] = field(default_factory=dict)
     reused: bool = field(default=False, metadata={"json": False})
     run_dir: Path | None = field(default=None, metadata={"json": False})  # the unit's folder
@@ -243,6 +244,7 @@ class UnitSummary(_Record):
     epochs: int = 0
     best_epoch: int = 0
     stop_reason: str | None = None
+    failed: str | None = field(default=None, metadata={"omit": True})
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -251,7 +253,8 @@ class UnitSummary(_Record):
         return cls(unit.split, unit.seed, unit.test.n,
                    **{m: unit.test.get(m).value for m in METRICS},
                    fit_seconds=unit.fit_seconds, epochs=unit.epochs,
-                   best_epoch=unit.best_epoch, stop_reason=unit.stop_reason)
+                   best_epoch=unit.best_epoch, stop_reason=unit.stop_reason,
+                   failed=unit.failed)
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,7 @@ class ModelResult(_Record):
                                         metadata={"kind": [UnitSummary]})
     across_units: dict[str, Spread] | None = field(default=None,
                                                    metadata={"kind": {Spread}, "omit": True})
+    failed: str | None = field(default=None, metadata={"omit": True})  # runs that failed, why
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -386,6 +390,7 @@ class TrainResults(_File):
     machine: dict[str, Any]
     validation: Metrics | None = field(default=None, metadata={"kind": Metrics, "omit": True})
     test: Metrics | None = field(default=None, metadata={"kind": Metrics, "omit": True})
+    failed: str | None = field(default=None, metadata={"omit": True})  # why, e.g. diverged
     extra: dict[str, Any] = field(default_factory=dict)
     unit: str = field(default="cells", metadata={"json": False})  # cells or images
     group_name: str | None = field(default=None, metadata={"json": False})
@@ -399,7 +404,7 @@ class TrainResults(_File):
     def as_model_result(self) -> ModelResult:
         """The one model as a row of a comparison table."""
         return ModelResult(self.model, self.model, self.model, self.model, self.n_params,
-                           self.fit_seconds, 1, test=self.test)
+                           self.fit_seconds, 1, test=self.test, failed=self.failed)
 
 
 @dataclass

@@ -38,7 +38,12 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # At k = 0 or k = n the bound is exactly 0 or 1 (algebraically centre -/+ half); rounding
+    # gives 0.9999999999999998, and an interval that excludes its own estimate (a negative
+    # error bar). Clamp to [0, p] and [p, 1] as well.
+    lo = 0.0 if k <= 0 else min(max(0.0, centre - half), p)
+    hi = 1.0 if k >= n else max(min(1.0, centre + half), p)
+    return (float(lo), float(hi))
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -52,18 +57,28 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
 
 
 def confusion_bootstrap(cm: np.ndarray, metric: Callable[[np.ndarray], np.ndarray],
-                        n_boot: int = 2000, level: float = 0.95,
-                        seed: int = 0) -> tuple[float, float]:
+                        n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                        stratified: bool = False) -> tuple[float, float]:
     """Bootstrap CI of ``metric`` over resampled confusion matrices.
 
     ``metric`` takes a stack of matrices ``(B, K, K)`` and returns ``(B,)`` values.
+    ``stratified`` resamples within each true class (each row of ``cm`` keeps its size), as
+    a per-class metric such as balanced accuracy needs: otherwise a tiny class drops out of
+    some resamples and the mean recall over the classes left inflates the upper bound.
     """
     cm = np.asarray(cm, np.int64)
     n = int(cm.sum())
     if n == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, cm.ravel() / n, size=n_boot).reshape(n_boot, *cm.shape)
+    if not stratified:
+        draws = rng.multinomial(n, cm.ravel() / n, size=n_boot).reshape(n_boot, *cm.shape)
+        return percentile_ci(metric(draws), level)
+    draws = np.zeros((n_boot, *cm.shape), np.int64)
+    for k, row in enumerate(cm):
+        size = int(row.sum())
+        if size:
+            draws[:, k] = rng.multinomial(size, row / size, size=n_boot)
     return percentile_ci(metric(draws), level)
 
 
@@ -225,14 +240,15 @@ def seed_cell_ttest(correct_a: np.ndarray, correct_b: np.ndarray,
     if se == 0:
         p = 1.0 if mean == 0 else 0.0
         return PairedResult("seed_cell_t", mean, (mean, mean), p, j, "runs", None,
-                            f"{j} seeds on one test set of {n} cells")
+                            f"{j} seed{'s' if j != 1 else ''} on one test set of {n} cells")
     parts = (v_seed ** 2 / (j - 1) if j > 1 else 0.0) + (v_cell ** 2 / (n - 1) if n > 1 else 0.0)
     df = max(1.0, (v_seed + v_cell) ** 2 / parts)
     crit = student_t.ppf(0.5 + level / 2, df)
     p = float(2 * student_t.sf(abs(mean) / se, df))
     detectable = float((crit + student_t.ppf(0.8, df)) * se)
     return PairedResult("seed_cell_t", mean, (mean - crit * se, mean + crit * se), p, j, "runs",
-                        detectable, f"{j} seeds on one test set of {n} cells; df {df:.1f}")
+                        detectable, f"{j} seed{'s' if j != 1 else ''} on one test set of {n} "
+                                    f"cells; df {df:.1f}")
 
 
 def wilcoxon_signed_rank(differences: np.ndarray, unit: str = "groups",

@@ -26,11 +26,11 @@ import pandas as pd
 from .._config import DataConfig, RunConfig, TrainConfig
 from .._utils import atomic_path, atomic_write_text, to_builtin
 from ..data.dataset import Dataset
-from ..data.splits import Split
+from ..data.splits import Split, repeat_of
 from ..evaluate.compare import Run
 from ..evaluate.metrics import METRICS, evaluate_predictions
 from ..evaluate.results import Metrics, ModelResult, Spread, UnitResult, UnitSummary
-from ..models import MODELS, ModelChoice
+from ..models import MODELS, ModelChoice, uses_validation
 from ..report.observer import SILENT, Observer
 from ..report.plots import plot_confusion, plot_curves
 from ..train.trainer import FittedModel, train_model
@@ -54,10 +54,28 @@ class Unit:
         return self.train.random_state
 
     @property
+    def merges_validation(self) -> bool:
+        """The model ignores a validation part, so it is fitted on train + validation."""
+        return not uses_validation(self.train.model) and len(self.split.val) > 0
+
+    @property
+    def fit_split(self) -> Split:
+        """The split the model is fitted on (validation rows joined to training rows when
+        the model does not use them: throwing them away costs accuracy for nothing)."""
+        s = self.split
+        if not self.merges_validation:
+            return s
+        return Split(np.sort(np.concatenate([s.train, s.val])), s.val[:0], s.test, s.name,
+                     s.grouped)
+
+    @property
     def ident(self) -> dict[str, Any]:
         """What must match for a finished unit to be reused."""
-        return {"train": to_builtin(self.train.to_dict()), "split": self.split.name,
-                "test_rows": len(self.split.test)}
+        ident = {"train": to_builtin(self.train.to_dict()), "split": self.split.name,
+                 "test_rows": len(self.split.test)}
+        if self.merges_validation:
+            ident["fit_on"] = "train+validation"
+        return ident
 
 
 def plan_units(cfg: RunConfig, choices: Sequence[ModelChoice], splits: Sequence[Split],
@@ -117,7 +135,7 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
     saved = _reusable(unit)
     if saved is not None:
         return saved
-    split = unit.split
+    split = unit.fit_split
     unit.path.mkdir(parents=True, exist_ok=True)
     resume = (unit.path / "checkpoints" / "last.pt").is_file()
     fm = train_model(ds, split, unit.train, data_cfg, run_dir=unit.path, resume=resume,
@@ -135,13 +153,24 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
         n_params=fm.n_params, fit_seconds=fm.fit_seconds, predict_seconds=predict_seconds,
         epochs=len(fm.history), best_epoch=fm.best_epoch, stop_reason=fm.stop_reason,
         info=fm.info, validation=_evaluate(ds, split.val, val_proba),
-        test=_evaluate(ds, split.test, test_proba), run_dir=unit.path)
+        test=_evaluate(ds, split.test, test_proba), failed=_failure(fm, test_proba),
+        run_dir=unit.path)
     _save_outputs(fm, unit, ds, result.test, unit.title or f"{unit.choice.label} "
                                                            f"[{split.name}]")
     result.write(unit.path)  # last: marks the unit finished
     if not unit.keep_checkpoint:
         shutil.rmtree(unit.path / "checkpoints", ignore_errors=True)
     return result
+
+
+def _failure(fm: FittedModel, proba: np.ndarray) -> str | None:
+    """Why a trained model's numbers mean nothing (divergence, non-finite predictions)."""
+    if fm.stop_reason and fm.stop_reason.startswith("diverged"):
+        return fm.stop_reason
+    if not np.isfinite(proba).all():
+        return ("its predictions are not finite numbers (NaN or inf): the model diverged; "
+                "lower the learning rate (--lr) or clip gradients (--grad-clip 1.0)")
+    return None
 
 
 @dataclass
@@ -194,16 +223,17 @@ def runs_of(results: Sequence[UnitResult]) -> list[Run]:
 
 
 def _pooled(ds: Dataset, results: Sequence[UnitResult]) -> Metrics | None:
-    """The first seed's test predictions pooled over its splits."""
+    """The first seed's test predictions pooled over the splits of its first repeat."""
     seed = min((u.seed for u in results), default=None)
-    first = [u for u in results if u.seed == seed]
+    first = [u for u in results if u.seed == seed and repeat_of(u.split) == 1]
     parts = [u.predictions() for u in first]
     index = np.concatenate([p.test_index for p in parts]) if parts else np.zeros(0, int)
     if not len(index):
         return None
     proba = np.concatenate([p.test_proba for p in parts])
     pooled = _evaluate(ds, index, proba)
-    pooled.pooled_over = f"{len(first)} test parts (seed {seed})"
+    pooled.pooled_over = (f"{len(first)} test part{'' if len(first) == 1 else 's'} "
+                          f"(seed {seed})")
     return pooled
 
 
@@ -216,6 +246,7 @@ def pool(ds: Dataset, choice: ModelChoice, results: Sequence[UnitResult]) -> Mod
         plot_curves(histories, results[0].run_dir.parent.parent / "curves.png",
                     f"{choice.label}: mean and range over {len(histories)} runs")
     tested = [u for u in results if u.test is not None]
+    failed = [u for u in results if u.failed]
     across = None
     if len(tested) > 1:
         across = {m: Spread(float(np.mean(v)), float(np.std(v, ddof=1))) for m in METRICS
@@ -226,4 +257,7 @@ def pool(ds: Dataset, choice: ModelChoice, results: Sequence[UnitResult]) -> Mod
         slug=choice.slug, n_params=int(results[0].n_params),
         fit_seconds=float(np.mean([u.fit_seconds for u in results])), units=len(results),
         reused_units=sum(u.reused for u in results), test=_pooled(ds, results),
-        per_unit=[UnitSummary.of(u) for u in tested], across_units=across)
+        per_unit=[UnitSummary.of(u) for u in tested], across_units=across,
+        failed=(f"{len(failed)} of {len(results)} runs failed ({failed[0].split}, seed "
+                f"{failed[0].seed}: {failed[0].failed})" if len(results) > 1 else
+                failed[0].failed) if failed else None)

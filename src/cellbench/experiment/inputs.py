@@ -16,7 +16,7 @@ import numpy as np
 
 from .._config import DataConfig, RunConfig, SplitConfig, TrainConfig
 from .._utils import to_builtin
-from ..data import checks
+from ..data import checks, labels
 from ..data.dataset import Dataset
 from ..data.images import is_image_source, load_images
 from ..data.io import load_table
@@ -76,6 +76,16 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             ds = ds.subset(np.flatnonzero(keep))
             ds.y, ds.classes = _recode(ds.y, ds.classes)
         return ds
+    image_only = [name for name, value in (("resize", cfg.resize), ("skip_bad", cfg.skip_bad),
+                                           ("group_regex", cfg.group_regex),
+                                           ("image_norm", cfg.image_norm != "standardize"))
+                  if value]
+    if image_only:
+        raise InvalidParameterError(
+            f"{', '.join(image_only)} must not be set for a table; "
+            f"{'it applies' if len(image_only) == 1 else 'they apply'} to images. Drop "
+            f"{'it' if len(image_only) == 1 else 'them'} (--groups names the patient/sample "
+            "column of a table).")
     ds = load_table(cfg.path, target=cfg.target, groups=cfg.groups, features=cfg.features,
                     drop=cfg.drop, exclude_labels=cfg.exclude_labels, dropna=cfg.dropna,
                     split_column=cfg.split_column, sample_sheet=cfg.sample_sheet,
@@ -94,12 +104,12 @@ def _recode(y: np.ndarray, classes: list) -> tuple[np.ndarray, list]:
 def split_issues(ds: Dataset, splits: Sequence[Split], name_parts: bool = True) -> list[Any]:
     """The data's issues plus, for tables, cells copied between each training and test part
     (named ``<split> test`` when ``name_parts``, else ``test``)."""
-    issues = list(ds.issues)
+    issues = [*ds.issues, *labels.check_training_parts(ds, splits)]
     if ds.kind == "table":
         for split in splits:
             name = f"{split.name} test" if name_parts else "test"
             issues += checks.check_split_duplicates(ds.X, split.train, split.test, name,
-                                                    split.grouped)
+                                                    split.grouped, y=ds.y)
     return issues
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import pandas as pd
 from .._utils import atomic_write_text, format_list
 from ..data.images import IMAGE_SUFFIXES, is_image_source, read_images_for_prediction
 from ..data.io import read_frame
-from ..exceptions import DataError
+from ..exceptions import DataError, RunDirectoryError
 from ..train.trainer import FittedModel, load_model
 
 __all__ = ["Predictions", "run_predict"]
@@ -25,6 +25,22 @@ class Predictions:
     out: Path | None = None
     accuracy: float | None = None
     accuracy_text: str = ""
+    notes: list[str] = field(default_factory=list)  # what makes the predictions suspect
+
+
+def _notes(fm: FittedModel, predicted: pd.Series) -> list[str]:
+    """A diverged model, or one class predicted for every row, is said, not hidden."""
+    notes = []
+    if fm.stop_reason and fm.stop_reason.startswith("diverged"):
+        notes.append(f"model {fm.name!r} failed in training ({fm.stop_reason}); its "
+                     "predictions mean nothing. Retrain it.")
+    values = predicted.dropna()
+    if len(values) > 1 and len(fm.classes) > 1 and values.nunique() == 1:
+        notes.append(f"every one of the {len(values):,} predicted rows got the same class, "
+                     f"{values.iloc[0]!r}: this model predicts one class for everything, so "
+                     "its labels carry no information about these cells (check its "
+                     "balanced accuracy in the training run).")
+    return notes
 
 
 def _predict_images(fm: FittedModel, data: str | Path, resize: int | None) -> tuple:
@@ -84,25 +100,43 @@ def _table_features(fm: FittedModel, data: str | Path, dropna: bool) -> tuple:
     return frame, columns, X, bad
 
 
+def _write(out: Path, frame: pd.DataFrame) -> None:
+    try:
+        atomic_write_text(out, frame.to_csv(index=False))
+    except OSError as exc:
+        raise RunDirectoryError(f"--out {str(out)!r} must be a writable file path; writing "
+                                f"failed ({type(exc).__name__}: {exc.strerror or exc}). Pass "
+                                "another --out.") from exc
+
+
 def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None = None, *,
                 dropna: bool = False, resize: int | None = None) -> Predictions:
     """Predict labels and probabilities for raw rows (table, FCS file or FCS folder) or for
     images (a file, a folder, an .npz); writes a CSV to ``out`` when given."""
+    out = None if out is None else Path(out)
+    if out is not None and out.is_dir():
+        raise RunDirectoryError(f"--out {str(out)!r} must be a file path for the CSV; it is a "
+                                "folder. Pass e.g. --out predictions.csv.")
     fm = load_model(model_path)
     path = Path(data)
-    out = None if out is None else Path(out)
     if is_image_source(path) or path.suffix.lower() in IMAGE_SUFFIXES:
         proba, result, truth = _predict_images(fm, path, resize)
         result = _add_predictions(result, fm, proba)
         if out is not None:
-            atomic_write_text(out, result.to_csv(index=False))
-        done = Predictions(result, out)
+            _write(out, result)
+        done = Predictions(result, out, notes=_notes(fm, result["predicted"]))
         if truth is not None:
             done.accuracy = float(np.mean(np.asarray(truth)
                                           == result["predicted"].astype(str).to_numpy()))
             done.accuracy_text = (f"the images are in class folders: accuracy "
-                                  f"{done.accuracy:.4f} on {len(truth)} images")
+                                  f"{done.accuracy:.2%} on {len(truth)} images")
         return done
+    if fm.kind == "image":
+        raise DataError(f"model {fm.name!r} was trained on images; {str(data)!r} is a table. "
+                        "Predict images (a file, a folder or an .npz) with it.")
+    if resize is not None:
+        raise DataError(f"--resize must not be set for a table; it applies to images, and "
+                        f"model {fm.name!r} was trained on a table. Drop --resize.")
     frame, columns, X, bad = _table_features(fm, data, dropna)
     proba = np.full((len(X), len(fm.classes)), np.nan)
     if (~bad).any():
@@ -113,13 +147,13 @@ def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None
             result[col] = frame[col].to_numpy()
     result = _add_predictions(result, fm, proba, missing=bad)
     if out is not None:
-        atomic_write_text(out, result.to_csv(index=False))
-    done = Predictions(result, out)
-    if fm.target in frame.columns:
+        _write(out, result)
+    done = Predictions(result, out, notes=_notes(fm, result["predicted"]))
+    if fm.target in frame.columns and (~bad).any():
         truth = frame[fm.target].astype(str).to_numpy()
         ok = ~bad
         done.accuracy = float((truth[ok] == result["predicted"].astype(str).to_numpy()[ok])
                               .mean())
         done.accuracy_text = (f"the data has a {fm.target!r} column: accuracy "
-                              f"{done.accuracy:.4f} on {int(ok.sum())} rows")
+                              f"{done.accuracy:.2%} on {int(ok.sum())} rows")
     return done

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 from .._config import RunConfig
 from .._utils import atomic_write_json, atomic_write_text
@@ -21,7 +23,9 @@ from .._version import __version__
 from ..evaluate.results import DataSummary
 from ..exceptions import RunDirectoryError
 
-__all__ = ["check_run_dir", "invocation", "machine_info", "open_run_dir"]
+__all__ = ["RunDirectory", "check_run_dir", "invocation", "machine_info", "open_run_dir"]
+
+LOCK_FILE = ".lock"  # held (flock) by the one process running a job in the directory
 
 
 def machine_info() -> dict[str, Any]:
@@ -72,15 +76,96 @@ def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool)
             f"run directory {str(path)!r} must be empty or a cellbench run; it holds other "
             "files. Pass a new --out."
         )
+    _check_writable(path)
     return path
 
 
-def open_run_dir(path: Path, cfg: RunConfig, data: DataSummary | None = None) -> Path:
-    """Create the run directory (after the data loaded) with ``config.yaml``, ``run.json``
-    (the command) and ``data.json``."""
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / "config.yaml", cfg.to_yaml())
-    atomic_write_json(path / "run.json", invocation())
-    if data is not None:
-        atomic_write_json(path / "data.json", data.to_dict())
-    return path
+def _check_writable(path: Path) -> None:
+    """The run directory, or the folder it will be made in, must take new files."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirectoryError(
+            f"run directory {str(path)!r} must be creatable; {str(existing)!r} is a file, not "
+            "a folder. Pass another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirectoryError(
+            f"run directory {str(path)!r} must be writable; {str(existing)!r} does not let "
+            "this user create files (permission denied). Pass another --out, or fix the "
+            "folder's permissions.")
+
+
+class RunDirectory:
+    """An opened run directory: held (locked) by this process until closed.
+
+    A context manager (``with open_run_dir(...):``); the lock is also released when the
+    object is dropped or the process ends, so a killed job never leaves a stale lock.
+    """
+
+    def __init__(self, path: Path, lock: IO[str] | None) -> None:
+        self.path = path
+        self._lock = lock
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def _lock(path: Path) -> IO[str] | None:
+    """An exclusive lock on ``path/.lock``, or a clear error naming the process holding it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one process per directory is on you
+        return None
+    handle = open(path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirectoryError(
+            f"run directory {str(path)!r} must not be in use by another job; {holder} is "
+            "running in it now. Wait for it to finish (then rerun to reuse its results), or "
+            "pass another --out.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"cellbench pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{datetime.now():%Y-%m-%d %H:%M:%S}\n")
+    handle.flush()
+    return handle
+
+
+def open_run_dir(path: Path, cfg: RunConfig, data: DataSummary | None = None, *,
+                 lock: bool = True) -> RunDirectory:
+    """Create the run directory (after the data loaded and every check passed), lock it
+    (``lock``: one job at a time; ``tune`` shares its directory between workers), and write
+    ``config.yaml``, ``run.json`` (the command) and ``data.json``."""
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        opened = RunDirectory(path, _lock(path) if lock else None)
+        atomic_write_text(path / "config.yaml", cfg.to_yaml())
+        atomic_write_json(path / "run.json", invocation())
+        if data is not None:
+            atomic_write_json(path / "data.json", data.to_dict())
+    except OSError as exc:
+        for folder in made:  # nothing half-made is left behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise RunDirectoryError(
+            f"run directory {str(path)!r} must be writable; creating it failed "
+            f"({type(exc).__name__}: {exc.strerror or exc}). Pass another --out.") from exc
+    return opened

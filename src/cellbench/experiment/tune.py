@@ -32,6 +32,7 @@ from ..models import MODELS, ModelChoice
 from ..report.html import write_report
 from ..report.observer import SILENT, Observer
 from ..report.terminal import space_table
+from ..train.trainer import check_model
 from ..tune.optimize import history_plot, optimize
 from ..tune.study import (
     TuneSettings,
@@ -96,8 +97,12 @@ def run_tune(cfg: RunConfig, settings: TuneSettings, out: str | Path | None = No
     run_dir = check_run_dir(out or default_out(cfg), "tune", cfg, reuse=True)
     ds = load_dataset(cfg.data)
     outer, inner = _splits(ds, cfg)
+    check_model(ds, cfg.train)  # arguments and device, before the run directory exists
+    # a database is reached before the run directory is made (a journal lives inside it)
+    storage = make_storage(settings.storage, None, settings) if settings.storage else None
     open_run_dir(run_dir, cfg, data_summary(ds, [outer], split_issues(ds, [outer],
-                                                                  name_parts=False)))
+                                                                  name_parts=False)),
+                 lock=False)  # workers share the directory (and the study in it)
     atomic_write_text(run_dir / "space.yaml", yaml.safe_dump(space_to_dict(space),
                                                              sort_keys=False))
     objective_text = (f"validation {settings.metric} of {spec.name}, "
@@ -107,7 +112,8 @@ def run_tune(cfg: RunConfig, settings: TuneSettings, out: str | Path | None = No
     observer.started([("data", ds.describe()), ("objective", objective_text),
                       ("run directory", str(run_dir))])
     observer.table(space_table(space))
-    storage = make_storage(settings.storage, run_dir, settings)
+    if storage is None:
+        storage = make_storage(None, run_dir, settings)
     name = _study_name(cfg, settings)
     study = open_study(storage, name, settings, _identity(cfg, space))
     study.set_user_attr("cellbench_tune", settings.to_dict())

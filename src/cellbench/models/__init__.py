@@ -16,6 +16,7 @@ from ._base import (
     create_model,
     model_arguments,
     register_model,
+    uses_validation,
 )
 from .choice import TRAIN_SETTINGS, ModelChoice, parse_model, parse_models, parse_value, route
 from .cnn1d import CytometryCNN
@@ -46,4 +47,5 @@ __all__ = [
     "parse_value",
     "register_model",
     "route",
+    "uses_validation",
 ]

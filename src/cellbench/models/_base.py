@@ -16,7 +16,8 @@ from .._spaces import Dist
 from ..exceptions import InvalidParameterError
 
 __all__ = ["CONTEXT_ARGS", "MODELS", "BaseModel", "apply_init", "class_weight_vector",
-           "count_parameters", "create_model", "model_arguments", "register_model"]
+           "count_parameters", "create_model", "model_arguments", "register_model",
+           "uses_validation"]
 
 MODELS: Registry[ModelSpec] = Registry(
     "model", hint="Run `cellbench models` to list all {n}."
@@ -49,6 +50,9 @@ class BaseModel(abc.ABC):
     n_classes: int
     #: called as ``on_iteration(value, iteration)`` during boosting (tuning uses it to prune)
     on_iteration: Callable[[float, int], None] | None = None
+    #: False for models that ignore ``X_val`` (no early stopping): jobs then fit them on the
+    #: training and validation rows together instead of throwing the validation rows away
+    uses_validation: bool = True
 
     @abc.abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
@@ -80,6 +84,12 @@ class BaseModel(abc.ABC):
 #: arguments the task supplies to every model (not the user's to set per model)
 CONTEXT_ARGS = frozenset({"n_classes", "n_features", "in_chans", "img_size", "random_state",
                           "class_weight", "cfg"})
+
+
+def uses_validation(name: str) -> bool:
+    """Whether model ``name`` uses a validation part (networks and boosting early-stop on it;
+    the linear and majority baselines do not)."""
+    return bool(getattr(MODELS.get(name).factory, "uses_validation", True))
 
 
 def model_arguments(name: str) -> list[str]:

@@ -137,7 +137,7 @@ def parse_model(text: str) -> ModelChoice:
     values: dict[str, Any] = {}
     for arg in split_top_level(args or ""):
         key, sep, value = arg.partition("=")
-        if not sep:
+        if not sep or not key.strip() or not value.strip():  # "width=" would drop silently
             raise InvalidParameterError(
                 f"model argument must look like key=value; got {arg!r} in {raw!r}."
             )

@@ -24,6 +24,8 @@ __all__ = ["LDAModel", "LogisticRegressionModel", "MajorityClassifier"]
 class MajorityClassifier(BaseModel):
     """Majority class: predicts the training class frequencies for every row."""
 
+    uses_validation = False
+
     def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None):
         self.n_classes = n_classes
         self.class_weight = class_weight
@@ -86,6 +88,8 @@ class _LinearSoftmax(BaseModel):
 class LogisticRegressionModel(_LinearSoftmax):
     """Multinomial logistic regression (scikit-learn, L-BFGS)."""
 
+    uses_validation = False
+
     def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  C: float = 1.0, max_iter: int = 1000):
         self.n_classes = n_classes
@@ -106,6 +110,8 @@ class LDAModel(_LinearSoftmax):
 
     Class weights scale the class priors (``'balanced'``: equal priors).
     """
+
+    uses_validation = False
 
     def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  solver: str = "svd", shrinkage: float | None = None):

@@ -1,14 +1,14 @@
 """One self-contained HTML report per run, built from the run directory alone.
 
 :func:`build_report` reads a finished run directory (:func:`~cellbench.report.reader.read_run`:
-``train``, ``compare``, ``ablate`` and ``tune`` runs, older ones included), builds each
-section and renders ``templates/base.html.j2`` into ``run_dir/report.html``. The page is one
+``train``, ``compare``, ``ablate``, ``tune`` and ``doctor`` runs, older ones included), builds
+each section and renders ``templates/base.html.j2`` into ``run_dir/report.html``. The page is one
 file: styles, the small sorting script and every figure (SVG drawn from the numbers) are
 inline, and its Content-Security-Policy forbids any network request. Jinja2 escapes every
 value, so file, column, class, model and group names are shown as text, never run.
 
-How a section plugs in (the ``doctor`` findings, say)
-----------------------------------------------------
+How a section plugs in (as the ``doctor`` findings do: :mod:`cellbench.report.doctor`)
+--------------------------------------------------------------------------------------
 0. If the job writes its own results file, add its typed record (``DoctorResults``) to
    :data:`cellbench.report.reader.RESULT_FILES`: a record with ``models``, ``comparisons``
    and ``data`` fills the common sections (summary, results, groups, curves, confusion) by
@@ -43,6 +43,7 @@ from markupsafe import Markup
 from .._utils import atomic_write_text
 from .._version import __version__
 from ..exceptions import CellbenchWarning
+from .doctor import doctor
 from .reader import RunView, read_run
 from .sections import Section, confusion, data, groups, headline, ranked, reproduce, results
 from .training import ablation, curves, tune
@@ -52,8 +53,8 @@ __all__ = ["SECTIONS", "Builder", "build_report", "render_report", "write_report
 Builder = Callable[[RunView], Section | None]
 
 #: the page, top to bottom
-SECTIONS: tuple[Builder, ...] = (headline, data, results, groups, curves, confusion, ablation,
-                                 tune, reproduce)
+SECTIONS: tuple[Builder, ...] = (headline, doctor, data, results, groups, curves, confusion,
+                                 ablation, tune, reproduce)
 REPORT = "report.html"
 
 
@@ -90,6 +91,9 @@ def _heading(run: RunView) -> str:
         return f"{run.train.model} trained on {source}"
     if run.tune is not None:
         return f"tuning {run.tune.study} on {source}"
+    if run.job == "doctor":
+        setting = getattr(run.record, "setting", None) or {}
+        return f"doctor: {setting.get('spec') or 'your setting'} on {source}"
     order = ranked(run.models)
     what = f"{len(run.models)} models compared" if run.job != "ablate" else "ablation"
     return f"{what} on {source}" + (f" — best: {order[0].label}" if order else "")

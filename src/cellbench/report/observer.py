@@ -79,21 +79,40 @@ class TerminalObserver:
         return progress_bar(self.console, label=label, transient=transient)
 
 
-def describe_splits(splits: Sequence[Any], group_name: str | None) -> str:
-    """One line on how the rows were split."""
+def describe_splits(splits: Sequence[Any], group_name: str | None,
+                    within_groups: bool = False) -> str:
+    """One line on how the rows were split (``within_groups``: inside each group)."""
     s = splits[0]
-    by = (f"grouped by {group_name!r}" if s.grouped
-          else "stratified by class, cells at random")
+    if s.name == "given":
+        by = f"as given by the split column{f', grouped by {group_name!r}' if s.grouped else ''}"
+    elif s.grouped:
+        by = f"grouped by {group_name!r}"
+    else:
+        by = "stratified by class, cells at random"
+    within = ""
+    repeats = len({x.name.split("-", 1)[0] for x in splits if x.name[:1] == "r"
+                   and x.name.split("-", 1)[0][1:].isdigit()})
+    if within_groups:  # names <group>-fold<k> (r<i>-<group>-fold<k> when repeated)
+        per_group = {x.name.rsplit("-", 1)[0].split("-", 1)[-1] if repeats else
+                     x.name.rsplit("-", 1)[0] for x in splits}
+        within = f"within each of {len(per_group)} {group_name!r} groups (one model each): "
+        splits = splits[: len(splits) // len(per_group)]
+        by = "stratified by class"
+    val = any(len(x.val) for x in splits)
     if len(splits) > 1:
-        return f"{len(splits)}-fold cross-validation, {by}; a validation part is held out of " \
-               f"each training part for early stopping"
+        folds = len(splits) // max(repeats, 1)
+        text = (f"{within}{folds}-fold cross-validation"
+                + (f" repeated {repeats} times" if repeats > 1 else "") + f", {by}")
+        return text + ("; a validation part is held out of each training part for early "
+                       "stopping" if val else "; no validation part (--val-size 0)")
     sizes = s.sizes()
-    return (f"{s.name}: train {sizes['train']}, validation {sizes['val']}, test "
+    return (f"{within}{s.name}: train {sizes['train']}, validation {sizes['val']}, test "
             f"{sizes['test']} ({by})")
 
 
 def setup_lines(description: str, splits: Sequence[Any], group_name: str | None,
-                run_dir: Path) -> list[tuple[str, str]]:
+                run_dir: Path, within_groups: bool = False) -> list[tuple[str, str]]:
     """The lines every training job shows before it starts."""
-    return [("data", description), ("split", describe_splits(splits, group_name)),
+    return [("data", description),
+            ("split", describe_splits(splits, group_name, within_groups)),
             ("run directory", str(run_dir))]

@@ -6,20 +6,35 @@ switch) and saved atomically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from .._utils import atomic_path
 
-__all__ = ["plot_comparison", "plot_confusion", "plot_curves", "plot_effects"]
+__all__ = ["plot_comparison", "plot_confusion", "plot_curves", "plot_effects",
+           "plot_gradient_flow", "plot_lr_range"]
 
 COLORS = {"running": "#9aa5b1", "train": "#1f77b4", "valid": "#d62728"}
 LABELS = {"running": "train, running (dropout/augmentation on)",
           "train": "train, eval mode", "valid": "validation"}
+
+
+def _literal(fn: Callable[..., Path]) -> Callable[..., Path]:
+    """Draw with every text literal: class names, model labels and paths come from the user,
+    and a ``$`` in them must not start mathtext (``$\\foo{x}$ cells`` would not parse)."""
+
+    @functools.wraps(fn)
+    def draw(*args: Any, **kwargs: Any) -> Path:
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+
+    return draw
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -28,6 +43,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return Path(path)
 
 
+@_literal
 def plot_curves(histories: Sequence[Sequence[Mapping[str, float]]] | Sequence[Mapping[str, Any]],
                 path: str | Path, title: str = "", best_epoch: int | None = None) -> Path:
     """Loss and accuracy per epoch: running train, eval-mode train and validation.
@@ -69,6 +85,7 @@ def plot_curves(histories: Sequence[Sequence[Mapping[str, float]]] | Sequence[Ma
     return _save(fig, path)
 
 
+@_literal
 def plot_confusion(counts: Sequence[Sequence[int]], labels: Sequence[Any], path: str | Path,
                    title: str = "") -> Path:
     """Row-normalised confusion matrix with the counts written in each cell."""
@@ -94,6 +111,7 @@ def plot_confusion(counts: Sequence[Sequence[int]], labels: Sequence[Any], path:
     return _save(fig, path)
 
 
+@_literal
 def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path,
                     metric: str = "accuracy", title: str = "",
                     references: Sequence[str] = ("majority",)) -> Path:
@@ -137,6 +155,7 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path,
     return _save(fig, path)
 
 
+@_literal
 def plot_effects(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
     """Paired differences from the base configuration with their CIs (points of accuracy)."""
     rows = [r for r in rows if "difference" in r]
@@ -154,4 +173,53 @@ def plot_effects(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str
     ax.set_xlabel("difference from base, accuracy points (95% CI); red: p < 0.05 after Holm")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title or "ablation", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_lr_range(sweep: Mapping[str, Any], path: str | Path, lr: float | None = None) -> Path:
+    """The LR range test: smoothed loss per learning rate of every sweep, the suggestion,
+    fastai's valley and the learning rate in use (``sweep`` is the probe's ``to_dict``)."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    lrs = np.asarray(sweep["lr"], dtype=float)
+    for i, loss in enumerate(sweep["centred_loss"]):
+        ax.plot(lrs[:len(loss)], loss, color="#1f77b4", alpha=0.9 if i == 0 else 0.35, lw=1.2,
+                label="loss, smoothed" if i == 0 else None)
+    marks = [("suggestion", sweep.get("suggestion"), "#009e73", "-"),
+             ("fastai valley", sweep.get("valley"), "#e69f00", "--"),
+             ("your learning rate", lr, "#d62728", ":")]
+    for label, value, color, style in marks:
+        if value is not None and np.isfinite(value):
+            ax.axvline(value, color=color, ls=style, lw=1.2, label=f"{label} {value:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"LR range test, {sweep.get('optimizer', '')}, "
+                 f"{len(sweep['centred_loss'])} sweeps", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_gradient_flow(flow: Mapping[str, Any], path: str | Path) -> Path:
+    """Median gradient norm per layer (log scale) and the dead-unit fraction per activation,
+    over the first steps of training (``flow`` is the probe's ``to_dict``)."""
+    fig = Figure(figsize=(11, 4))
+    ax, bx = fig.subplots(1, 2)
+    names = list(flow["layers"])
+    grads = np.asarray(flow["median_grad_norm"], dtype=float)
+    ax.bar(range(len(names)), np.where(grads > 0, grads, np.nan), color="#0072b2")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("gradient norm, median over steps (log)")
+    ax.set_title("gradient flow, input (left) to output (right)", fontsize=10)
+    acts = list(flow["activations"])
+    dead = np.asarray(flow["median_dead_fraction"], dtype=float)
+    bx.bar(range(len(acts)), dead * 100, color="#d55e00")
+    bx.set_ylim(0, 100)
+    bx.set_xticks(range(len(acts)), acts, rotation=60, ha="right", fontsize=7)
+    bx.set_ylabel("units passing no signal (%)")
+    bx.set_title("dead units per activation", fontsize=10)
+    for a in (ax, bx):
+        a.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -1,7 +1,8 @@
 """A finished run directory, read back for the report: no training, no data file needed.
 
 :func:`read_run` recognises the run by the results file it holds (``tune_results.json``,
-``results.json`` from ``compare``/``ablate``, ``metrics.json`` from ``train``) and reads it
+``results.json`` from ``compare``/``ablate``, ``metrics.json`` from ``train``,
+``doctor.json``) and reads it
 with the typed readers of :mod:`cellbench.evaluate.results`, together with ``config.yaml``,
 ``data.json``, ``run.json`` (the command and start time, recorded since the HTML report
 exists) and the units' ``history.csv``. Files written before a field existed read with that
@@ -23,6 +24,7 @@ from .._config import RunConfig
 from ..evaluate.results import (
     Comparisons,
     DataSummary,
+    DoctorResults,
     ModelResult,
     RunResults,
     TrainResults,
@@ -37,7 +39,7 @@ __all__ = ["RunView", "UnitHistory", "read_run"]
 #: the results file that marks a finished run, by job; the first found decides the kind. A
 #: new job whose record has ``models``, ``comparisons`` and ``data`` (like ``results.json``)
 #: is read by adding its class here; sections find the record itself in ``RunView.record``.
-RESULT_FILES: tuple[type, ...] = (TuneResults, RunResults, TrainResults)
+RESULT_FILES: tuple[type, ...] = (TuneResults, RunResults, TrainResults, DoctorResults)
 
 
 @dataclass
@@ -54,7 +56,7 @@ class RunView:
     """Everything the report shows, read from one run directory."""
 
     path: Path
-    job: str  # compare, ablate, train, tune (or what results.json names)
+    job: str  # compare, ablate, train, tune, doctor (or what results.json names)
     models: list[ModelResult]
     comparisons: Comparisons | None
     unit: str  # cells or images
@@ -160,10 +162,10 @@ def _check(path: Path) -> type:
             return cls
     unfinished = (path / "config.yaml").is_file()
     raise RunDirectoryError(
-        f"run directory {str(path)!r} must hold a finished run's results.json, metrics.json or "
-        f"tune_results.json; got none of them. " + (
+        f"run directory {str(path)!r} must hold a finished run's results.json, metrics.json, "
+        f"tune_results.json or doctor.json; got none of them. " + (
             "The run has not finished: rerun its command to finish it." if unfinished else
-            "Pass the --out folder of a train, compare, ablate or tune run."))
+            "Pass the --out folder of a train, compare, ablate, tune or doctor run."))
 
 
 def _config(path: Path) -> tuple[RunConfig | None, str | None]:

@@ -67,8 +67,9 @@ def off_scale(values: dict[str, list[float]], baselines: Sequence[str] = ("major
 
 
 def ranked(models: Sequence[ModelResult]) -> list[ModelResult]:
-    """Models with a test accuracy, best first."""
-    known = [m for m in models if m.test is not None and m.test.accuracy.known]
+    """Models with a test accuracy, best first (a failed run, e.g. diverged, has none)."""
+    known = [m for m in models if m.test is not None and m.test.accuracy.known
+             and not m.failed]
     return sorted(known, key=lambda m: -m.test.accuracy.value)
 
 
@@ -257,10 +258,14 @@ def _row(run: RunView, m: ModelResult) -> dict[str, Any]:
     test = m.test or Metrics(0)
     acc = (m.across_units or {}).get("accuracy")
     comp = run.comparisons.row(m.label) if run.comparisons else None
+    cells = _cells(test)
+    if m.failed:  # its numbers mean nothing: shown as failed, the cause under the name
+        cells = [{"value": "failed", "ci": "", "sort": ""} for _ in cells]
     return {
         "label": m.label, "colour": run.styles[m.label].colour,
-        "spec": m.spec if m.spec and m.spec != m.label else "",
-        "n_params": m.n_params, "fit": m.fit_seconds, "metrics": _cells(test),
+        "spec": (f"failed: {m.failed}" if m.failed else
+                 m.spec if m.spec and m.spec != m.label else ""),
+        "n_params": m.n_params, "fit": m.fit_seconds, "metrics": cells,
         "spread": f"{acc.mean * 100:.2f} ± {acc.sd * 100:.2f}" if acc else "–",
         "spread_sort": _sort(acc.mean if acc else None), "units": m.units,
         "reference": bool(run.comparisons and run.comparisons.reference == m.label),

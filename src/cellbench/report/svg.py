@@ -202,8 +202,10 @@ class Interval:
 
 
 def interval_figure(rows: Sequence[Interval], xlabel: str, zero: float | None = None,
-                    scale: float = 100.0, width: int = 680) -> Markup:
-    """Points with their CIs, one row each (model comparisons, ablation effects)."""
+                    scale: float = 100.0, width: int = 680,
+                    xfmt: Callable[[float], str] | None = None) -> Markup:
+    """Points with their CIs, one row each (model comparisons, ablation effects); ``xfmt``
+    writes the axis and hover values (``lambda v: f"{10 ** v:.2g}"`` for log10 values)."""
     rows = [r for r in rows if r.value is not None and math.isfinite(r.value)]
     ends = [v * scale for r in rows for v in (r.value, r.lo, r.hi) if v is not None]
     xlim = _limits([*ends, *([zero * scale] if zero is not None else [])], 0.08)
@@ -211,15 +213,16 @@ def interval_figure(rows: Sequence[Interval], xlabel: str, zero: float | None = 
     left = 20 + 7 * min(26, max((len(_short(r.label)) for r in rows), default=4))
     frame = _Frame(left, top, width - left - 90, row_h * max(len(rows), 1), xlim, (0, 1))
     ticks = nice_ticks(*xlim)
-    body = frame.xaxis(ticks, xlabel, _fmt(ticks))
+    body = frame.xaxis(ticks, xlabel, xfmt or _fmt(ticks))
+    show = xfmt or (lambda v: f"{v:.2f}")
     if zero is not None:
         body.append(_line(frame.x(zero * scale), top, frame.x(zero * scale),
                           top + frame.height, MUTED, 1.2))
     for i, r in enumerate(rows):
         y = top + row_h * (i + 0.5)
         v = r.value * scale
-        tip = f"{r.label}: {v:.2f}" + (f" [{r.lo * scale:.2f}, {r.hi * scale:.2f}]"
-                                       if r.lo is not None and r.hi is not None else "")
+        tip = f"{r.label}: {show(v)}" + (f" [{show(r.lo * scale)}, {show(r.hi * scale)}]"
+                                         if r.lo is not None and r.hi is not None else "")
         body.append(_text(left - 8, y + 4, _short(r.label), "end"))
         if r.lo is not None and r.hi is not None:
             x1, x2 = frame.x(r.lo * scale), frame.x(r.hi * scale)
@@ -227,7 +230,7 @@ def interval_figure(rows: Sequence[Interval], xlabel: str, zero: float | None = 
                                                                    r.style.colour, 1.5),
                      _line(x2, y - 5, x2, y + 5, r.style.colour, 1.5)]
         body.append(_marker(frame.x(v), y, r.style, tip))
-        body.append(_text(frame.left + frame.width + 6, y + 4, r.note or f"{v:.2f}",
+        body.append(_text(frame.left + frame.width + 6, y + 4, r.note or show(v),
                           size=11, fill=MUTED))
     return _svg(width, top + frame.height + 42, xlabel, body)
 
@@ -256,11 +259,12 @@ def _downsample(xs: Sequence[float], ys: Sequence[float], limit: int = 120
 
 
 def _panel(frame: _Frame, series: Sequence[Series], xlabel: str, ylabel: str,
-           marks: Sequence[float]) -> list[Markup]:
+           marks: Sequence[float], xfmt: Callable[[float], str] | None = None
+           ) -> list[Markup]:
     xt, yt = nice_ticks(*frame.xlim, 6, integer=True), nice_ticks(*frame.ylim, 5)
     body = frame.xaxis([t for t in xt if frame.xlim[0] <= t <= frame.xlim[1]], xlabel,
-                       lambda v: f"{v:.0f}") + frame.yaxis([t for t in yt if frame.ylim[0] <= t <=
-                                                frame.ylim[1]], ylabel, _fmt(yt))
+                       xfmt or (lambda v: f"{v:.0f}")) + frame.yaxis(
+        [t for t in yt if frame.ylim[0] <= t <= frame.ylim[1]], ylabel, _fmt(yt))
     for m in marks:
         body.append(_line(frame.x(m), frame.top, frame.x(m), frame.top + frame.height,
                           MUTED, 0.8, "2 3"))
@@ -279,8 +283,9 @@ def _panel(frame: _Frame, series: Sequence[Series], xlabel: str, ylabel: str,
 
 def curves_figure(panels: Sequence[tuple[str, Sequence[Series]]], legend: Sequence[
         tuple[str, str, str]], marks: Sequence[float] = (), label: str = "learning curves",
-        xlabel: str = "epoch") -> Markup:
-    """Side-by-side line panels sharing the x axis; ``legend`` is (text, colour, dash)."""
+        xlabel: str = "epoch", xfmt: Callable[[float], str] | None = None) -> Markup:
+    """Side-by-side line panels sharing the x axis (whole-number ticks, written by
+    ``xfmt``: log10 values as ``10 ** v``); ``legend`` is (text, colour, dash), wrapped."""
     pw, ph, gap = 320, 190, 78
     width = 62 + len(panels) * (pw + gap)
     xs = [x for _, ss in panels for s in ss for x in s.xs]
@@ -291,10 +296,12 @@ def curves_figure(panels: Sequence[tuple[str, Sequence[Series]]], legend: Sequen
     for i, (ylabel, series) in enumerate(panels):
         ys = [y for s in series for y in s.ys]
         frame = _Frame(62 + i * (pw + gap), 10, pw, ph, xlim, _limits(ys))
-        body += _panel(frame, series, xlabel, ylabel, marks)
+        body += _panel(frame, series, xlabel, ylabel, marks, xfmt)
     y = ph + 64
     x = 62
     for text, colour, dash in legend:
+        if x + 44 + 6.2 * len(text) > width and x > 62:
+            x, y = 62, y + 18
         body.append(_line(x, y - 4, x + 26, y - 4, colour, 2, dash))
         body.append(_text(x + 32, y, text, size=11))
         x += 44 + 6.2 * len(text)
@@ -335,11 +342,12 @@ def heatmap_figure(counts: Sequence[Sequence[int]], labels: Sequence[object], ti
 
 
 def bar_figure(items: Sequence[tuple[str, float, str]], xlabel: str, fmt: str = "{:.2f}",
-               width: int = 560) -> Markup:
-    """Horizontal bars (class counts, parameter importances): (label, value, colour)."""
+               width: int = 560, hi: float | None = None) -> Markup:
+    """Horizontal bars (class counts, parameter importances): (label, value, colour); the
+    axis runs from 0 to ``hi`` (the largest value when None)."""
     left = 20 + 7 * min(26, max((len(_short(n)) for n, _, _ in items), default=4))
     row_h, top = 22, 6
-    hi = max((v for _, v, _ in items), default=1.0) or 1.0
+    hi = hi or max((v for _, v, _ in items), default=1.0) or 1.0
     frame = _Frame(left, top, width - left - 70, row_h * max(len(items), 1), (0, hi), (0, 1))
     ticks = nice_ticks(0, hi, 4)
     body = frame.xaxis(ticks, xlabel, _fmt(ticks))

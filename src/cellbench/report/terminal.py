@@ -15,9 +15,9 @@ from rich.markup import escape
 
 from ..evaluate.results import Comparisons, Estimate, Metrics, ModelResult, RunResults
 
-__all__ = ["describe_test_unit", "print_ablation", "print_comparison", "print_verdicts",
-           "show_ablate", "show_compare", "show_predict", "show_train", "show_tune",
-           "space_table"]
+__all__ = ["describe_test_unit", "print_ablation", "print_comparison", "print_model_notes",
+           "print_per_group", "print_recall", "print_verdicts", "show_ablate", "show_compare",
+           "show_predict", "show_train", "show_tune", "space_table"]
 
 
 def _fmt(metric: Estimate | None, percent: bool = True) -> str:
@@ -54,43 +54,120 @@ def print_comparison(models: Sequence[ModelResult], console: Any, unit: str = "c
         table.add_column(col, justify="right", no_wrap=col in ("accuracy", "balanced acc."))
     if cv:
         table.add_column("acc. per fold", justify="right")
-    ranked = sorted(models, key=lambda m: -_accuracy(m))
+    ranked = sorted(models, key=lambda m: (bool(m.failed), -_accuracy(m)))
     for m in ranked:
         test = m.test or Metrics(0)
         cells = [escape(m.label), f"{m.n_params:,}", f"{m.fit_seconds:.1f}",
                  _fmt(test.accuracy), _fmt(test.balanced_accuracy), _point(test.macro_f1),
                  _point(test.auroc, percent=False)]
+        if m.failed:  # numbers of a diverged model mean nothing: not shown as results
+            cells[3:] = ["[red]failed[/]", *["-"] * (len(cells) - 4)]
         if cv:
             acc = (m.across_units or {}).get("accuracy")
-            cells.append(f"{acc.mean * 100:.2f} ± {acc.sd * 100:.2f}" if acc else "-")
+            cells.append("-" if m.failed or not acc else
+                         f"{acc.mean * 100:.2f} ± {acc.sd * 100:.2f}")
         table.add_row(*cells)
     console.print(table)
-    first = next((m.test for m in ranked if m.test), None)
+    first = next((m.test for m in ranked if m.test and not m.failed), None)
     if first:
         _print_pooling_and_groups(ranked, first, console, unit, group_name)
+    print_model_notes(ranked, console, unit)
+    print_recall(ranked, console)
 
 
 def _print_pooling_and_groups(ranked: Sequence[ModelResult], first: Metrics, console: Any,
                               unit: str, group_name: str | None) -> None:
     pooled = f", pooled over {first.pooled_over}" if first.pooled_over else ""
-    console.print(f"n = {first.n} {unit}{pooled}. CIs: Wilson "
-                  "(accuracy), bootstrap (balanced accuracy, macro-F1), DeLong (AUROC).")
+    console.print(f"n = {first.n} {unit}{pooled}. CIs: Wilson (accuracy), bootstrap within "
+                  "classes (balanced accuracy), bootstrap (macro-F1), DeLong (AUROC).")
     groups = first.groups
+    ranked = [m for m in ranked if not m.failed]
     if groups and groups.get("applicable"):
         for m in ranked:
             g = (m.test.groups if m.test else None) or {}
             if g.get("applicable"):
                 console.print(f"  patient level, {escape(m.label)}: "
                               f"{_fmt(Estimate.from_dict(g['accuracy']))} over "
-                              f"{g['n_groups']} groups")
+                              f"{_count(g['n_groups'], 'group')}")
         if "caution" in groups:
             console.print(f"[yellow]{escape(groups['caution'])}[/]")
     elif groups:
         across = groups["cell_accuracy_across_groups"]
         name = escape(group_name or "group")
         console.print(f"  {escape(ranked[0].label)}: accuracy per {name} ranges "
-                      f"{across['min']:.4f}-{across['max']:.4f} over {groups['n_groups']} "
-                      "groups in the test part(s)")
+                      f"{across['min'] * 100:.2f}-{across['max'] * 100:.2f} % over "
+                      f"{_count(groups['n_groups'], 'group')} in the test part(s)")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def _quote(label: Any) -> str:
+    """A class label for a sentence: quoted text as written (no repr escapes), or a number."""
+    return f"'{label}'" if isinstance(label, str) else str(label)
+
+
+def _names(labels: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(_quote(lab) for lab in labels[:limit])
+    return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def print_model_notes(models: Sequence[ModelResult], console: Any, unit: str = "cells") -> None:
+    """Below a results table: failed models with the cause, models that predict one class
+    for everything or never predict some classes, classes with too few test items."""
+    for m in models:
+        if m.failed:
+            console.print(f"[red]{escape(m.label)} failed[/]: {escape(m.failed)}",
+                          highlight=False)
+            continue
+        if m.test is None or not m.test.per_class:
+            continue
+        per_class = m.test.per_class
+        truth = [c for c in per_class if c["support"]]
+        predicted = [c["label"] for c in per_class if c["precision"] is not None]
+        never = [c["label"] for c in truth if c["precision"] is None]
+        if len(predicted) == 1 and len(truth) > 1 and m.name != "majority":
+            console.print(f"[yellow]{escape(m.label)} predicts one class, "
+                          f"{escape(_quote(predicted[0]))}, for every test {unit[:-1]}[/]: its "
+                          "accuracy is that class's share, not learning (balanced accuracy "
+                          f"{_point(m.test.balanced_accuracy)} % = chance).", highlight=False)
+        elif never and m.name != "majority":
+            console.print(f"[yellow]{escape(m.label)} never predicts "
+                          f"{escape(_names(never))}[/] (recall 0 for "
+                          f"{'it' if len(never) == 1 else 'them'}).", highlight=False)
+    first = next((m.test for m in models if m.test and m.test.per_class and not m.failed),
+                 None)
+    if first is not None:
+        few = [(c["label"], c["support"]) for c in first.per_class if 0 < c["support"] < 10]
+        if few:
+            listed = ", ".join(f"{_quote(lab)} ({n})" for lab, n in few[:5])
+            console.print(f"[yellow]few test {unit}[/] for {escape(listed)}"
+                          f"{' and more' if len(few) > 5 else ''}: fewer than 10 each, so "
+                          "their recall (and balanced accuracy) rests on a handful.",
+                          highlight=False)
+
+
+def print_recall(models: Sequence[ModelResult], console: Any, limit: int = 20) -> None:
+    """Recall per class and model, in %, for runs with more than two classes."""
+    from rich.table import Table
+
+    shown = [m for m in models if m.test and m.test.per_class and not m.failed]
+    if not shown or len(shown[0].test.per_class) <= 2:
+        return
+    table = Table(title="recall per class, %", title_justify="left")
+    table.add_column("class")
+    table.add_column("test n", justify="right")
+    for m in shown:
+        table.add_column(escape(m.label), justify="right")
+    rows = shown[0].test.per_class
+    for k, row in enumerate(rows[:limit]):
+        recalls = [m.test.per_class[k].get("recall") for m in shown]
+        table.add_row(escape(str(row["label"])), f"{row['support']:,}",
+                      *("-" if r is None else f"{r * 100:.1f}" for r in recalls))
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"  and {len(rows) - limit} more classes: see results.json")
 
 
 def describe_test_unit(comparisons: Comparisons) -> str:
@@ -102,8 +179,15 @@ def describe_test_unit(comparisons: Comparisons) -> str:
             "cells": "test cells (one run)"}.get(comparisons.unit, comparisons.unit)
 
 
-def print_verdicts(comparisons: Comparisons | None, console: Any) -> None:
-    """The paired tests, one verdict per line."""
+def print_verdicts(comparisons: Comparisons | None, console: Any,
+                   models: Sequence[ModelResult] = ()) -> None:
+    """The paired tests, one verdict per line; failed models are named as not tested."""
+    failed = [m for m in models if m.failed]
+    if failed and (comparisons is None or not comparisons.rows):
+        console.print("")
+    for m in failed:
+        console.print(f"  [red]{escape(m.label)}: not tested[/], its training failed "
+                      f"({escape(m.failed)})", highlight=False)
     if not comparisons or not comparisons.rows:
         return
     unit = describe_test_unit(comparisons)
@@ -126,7 +210,7 @@ def print_ablation(results: RunResults, console: Any) -> None:
     # The mean over every run (folds x seeds) is what the paired difference is built from, so
     # it comes first; the pooled CI is the first seed's alone and can rank differently.
     runs = max((row.get("runs") or 1 for row in rows), default=1)
-    for col in (("configuration", f"accuracy %, mean ± sd over {runs} runs",
+    for col in (("configuration", f"accuracy %, mean ± sd over {_count(runs, 'run')}",
                  "difference vs base, points [95% CI]", "p (Holm)",
                  "first seed, pooled (95% CI)")):
         table.add_column(col, justify="left" if col == "configuration" else "right")
@@ -155,9 +239,12 @@ def _paths(console: Any, **files: Path) -> None:
 def show_compare(results: RunResults, console: Any) -> None:
     """After ``compare``: the table, the verdicts and where the files are."""
     print_comparison(results.models, console, results.unit, results.group_name)
-    print_verdicts(results.comparisons, console)
+    if "protocol" in results.extra:
+        print_per_group(results, console)
+    print_verdicts(results.comparisons, console, results.models)
+    plot = results.run_dir / "comparison.png"
     _paths(console, results=results.run_dir / "results.json",
-           plots=results.run_dir / "comparison.png", **_report(results.run_dir))
+           **({"plots": plot} if plot.is_file() else {}), **_report(results.run_dir))
 
 
 def show_ablate(results: RunResults, console: Any) -> None:
@@ -176,7 +263,10 @@ def show_train(result: Any, console: Any) -> None:
         console.print("this run already finished; nothing to resume.")
         return
     print_comparison([result.as_model_result()], console, result.unit, result.group_name)
-    if result.stop_reason:
+    if result.test is None:
+        console.print("no test part (--test-size 0): the model is trained and saved, but "
+                      "nothing measures how good it is.")
+    if result.stop_reason and not result.failed:
         console.print(f"stopped: {escape(result.stop_reason)}")
     _paths(console, model=result.run_dir / "model.pt", metrics=result.run_dir / "metrics.json",
            **_report(result.run_dir))
@@ -187,7 +277,7 @@ def show_tune(result: Any, console: Any) -> None:
     trials = result.trials
     console.print(f"\n[bold]trials[/] {trials['complete']} complete, {trials['pruned']} pruned, "
                   f"{trials['failed']} failed; best validation {result.metric} "
-                  f"{result.best['value']:.4f} (trial {result.best['number']})")
+                  f"{result.best['value'] * 100:.2f} % (trial {result.best['number']})")
     console.print("[bold]best settings[/] " + escape(", ".join(
         f"{k}={v!r}" for k, v in result.best["params"].items())))
     if result.importances:
@@ -201,11 +291,38 @@ def show_tune(result: Any, console: Any) -> None:
 
 
 def show_predict(result: Any, console: Any) -> None:
-    """After ``predict``: where the predictions went, and accuracy when labels were there."""
+    """After ``predict``: where the predictions went, accuracy when labels were there, and a
+    warning when every row got the same class."""
     if result.out is not None:
         console.print(f"wrote {len(result.frame)} predictions to {escape(str(result.out))}")
     if result.accuracy is not None:
         console.print(escape(result.accuracy_text))
+    for note in getattr(result, "notes", ()):
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+
+
+def print_per_group(results: RunResults, console: Any, limit: int = 30) -> None:
+    """Within-group runs: each group's test accuracy per model (one model per group)."""
+    from rich.table import Table
+
+    shown = [m for m in results.models if m.test and m.test.groups and not m.failed]
+    if not shown:
+        return
+    name = results.group_name or "group"
+    table = Table(title=f"accuracy per {escape(name)}, %", title_justify="left",
+                  caption=escape(results.extra["protocol"]), caption_justify="left")
+    table.add_column(escape(name))
+    table.add_column("n", justify="right")
+    for m in shown:
+        table.add_column(escape(m.label), justify="right")
+    per_group = shown[0].test.groups["per_group"]
+    for gid in list(per_group)[:limit]:
+        table.add_row(escape(gid), f"{per_group[gid]['n_cells']:,}",
+                      *(f"{m.test.groups['per_group'][gid]['cell_accuracy'] * 100:.2f}"
+                        if gid in m.test.groups["per_group"] else "-" for m in shown))
+    console.print(table)
+    if len(per_group) > limit:
+        console.print(f"  and {len(per_group) - limit} more: see results.json")
 
 
 def space_table(space: dict[str, Any]) -> Any:
@@ -216,7 +333,7 @@ def space_table(space: dict[str, Any]) -> Any:
     table.add_column("name")
     table.add_column("distribution")
     for name, dist in space.items():
-        table.add_row(name, dist.describe())
+        table.add_row(escape(name), escape(dist.describe()))
     return table
 
 
@@ -227,6 +344,12 @@ def show_doctor(result: Any, console: Any) -> None:
     """After ``doctor``: findings ranked, the fixes tried, the final model vs the others."""
     from rich.table import Table
 
+    untrustworthy = [f for f in result.findings
+                     if f["severity"] == "error" and f.get("category") == "data"]
+    if untrustworthy:
+        console.print("\n[red bold]The numbers below cannot be trusted[/]: "
+                      + escape("; ".join(f["id"] for f in untrustworthy))
+                      + ". Change the data as the findings say; no training fixes this.")
     console.print("\n[bold]findings[/] (most likely cause first)")
     if not result.findings:
         console.print("  none: nothing above chance of being wrong was found")
@@ -254,9 +377,11 @@ def show_doctor(result: Any, console: Any) -> None:
         console.print(f"[yellow]not run[/] {escape(item['what'])}: {escape(item['why'])}")
     final = result.final or {}
     models = list(result.models)
-    print_comparison(models, console, result.unit)
+    if models:
+        print_comparison(models, console, result.unit)
     if final:
         path = escape(str(result.run_dir / final["model_path"]))
         console.print(f"\n[bold]final model[/] {escape(final['label'])} = "
                       f"{escape(final['spec'])}: {path} (cellbench predict uses it)")
-    console.print(f"details: {escape(str(result.run_dir / 'doctor.json'))}")
+    _paths(console, details=result.run_dir / "doctor.json",
+           report=result.run_dir / "report.html")

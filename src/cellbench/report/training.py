@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._spaces import space_from_dict
+from ..evaluate.results import ModelResult
 from ..exceptions import CellbenchError
 from .reader import RunView, UnitHistory
 from .sections import Section, verdicts
@@ -21,7 +22,7 @@ from .svg import (
     trials_figure,
 )
 
-__all__ = ["ablation", "curves", "load_study", "tune"]
+__all__ = ["ablation", "curves", "load_study", "model_curves", "tune"]
 
 #: how each curve of a unit is drawn: validation in the model's colour, train curves grey
 CURVES = (("valid", "validation", "", 1.8), ("train", "train, eval mode", "6 3", 1.4),
@@ -45,24 +46,33 @@ def _series(histories: list[UnitHistory], metric: str, colour: str) -> list[Seri
     return out
 
 
+def model_curves(run: RunView, m: ModelResult) -> dict[str, Any] | None:
+    """One model's loss and accuracy per epoch, every seed and fold in one figure (with its
+    label, colour, number of runs and kept epochs); None when no unit kept a history."""
+    histories = run.histories(m)
+    if not histories:
+        return None
+    colour = run.styles[m.label].colour
+    legend = [(name, GREYS.get(split, colour), dash) for split, name, dash, _ in CURVES]
+    marks = sorted({h.best_epoch for h in histories if h.best_epoch})
+    figure = curves_figure(
+        [("loss (cross-entropy)", _series(histories, "loss", colour)),
+         ("accuracy (%)", _series(histories, "accuracy", colour))], legend, marks,
+        label=f"learning curves of {m.label}")
+    return {"label": m.label, "colour": colour, "figure": figure, "n": len(histories),
+            "marks": marks}
+
+
 def curves(run: RunView) -> Section | None:
     """Per model: loss and accuracy per epoch of every seed and fold, the eval-mode train
     curve beside the running one."""
     items, without = [], []
     for m in run.models:
-        histories = run.histories(m)
-        if not histories:
+        item = model_curves(run, m)
+        if item is None:
             without.append(m.label)
-            continue
-        colour = run.styles[m.label].colour
-        legend = [(name, GREYS.get(split, colour), dash) for split, name, dash, _ in CURVES]
-        marks = sorted({h.best_epoch for h in histories if h.best_epoch})
-        figure = curves_figure(
-            [("loss (cross-entropy)", _series(histories, "loss", colour)),
-             ("accuracy (%)", _series(histories, "accuracy", colour))], legend, marks,
-            label=f"learning curves of {m.label}")
-        items.append({"label": m.label, "colour": colour, "figure": figure,
-                      "n": len(histories), "marks": marks})
+        else:
+            items.append(item)
     if not items:
         return None
     return Section("curves", "Learning curves", "curves.html.j2",

@@ -40,6 +40,8 @@ __all__ = ["History", "TrainState", "channels_last_fn", "effective_monitor", "fi
            "predict_logits"]
 
 InputFn = Callable[[torch.Tensor], torch.Tensor]
+#: a running loss above this many times ln(n_classes) (guessing) has exploded: training stops
+DIVERGED = 100
 AugmentFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -308,11 +310,14 @@ def _end_epoch(state: TrainState, loop: _Loop, record: dict[str, Any]) -> None:
         schedule.scheduler.step(record[loop.monitor])
     for cb in state.callbacks:
         cb.on_epoch_end(state)
-    if not math.isfinite(record["running_loss"]):
+    loss = record["running_loss"]
+    chance = math.log(max(loop.n_classes, 2))  # the loss of a model that knows nothing
+    if not math.isfinite(loss) or loss > DIVERGED * chance:
+        why = ("became" if not math.isfinite(loss) else
+               f"exploded to more than {DIVERGED} x the {chance:.2f} of guessing:")
         raise StopTraining(
-            f"diverged: the training loss became {record['running_loss']} in epoch "
-            f"{record['epoch']}; lower the learning rate (--lr) or clip gradients "
-            "(--grad-clip 1.0)"
+            f"diverged: the training loss {why} {loss:.3g} in epoch {record['epoch']}; "
+            "lower the learning rate (--lr) or clip gradients (--grad-clip 1.0)"
         )
 
 

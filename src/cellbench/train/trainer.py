@@ -20,18 +20,20 @@ import torch
 from torch import nn
 
 from .._config import DataConfig, TrainConfig
-from .._utils import atomic_torch_save, resolve_device, seed_everything, to_builtin
+from .._utils import atomic_torch_save, format_list, resolve_device, seed_everything, to_builtin
 from ..data.augment import Augmenter
 from ..data.dataset import Dataset
 from ..data.splits import Split
 from ..data.transforms import ImageNormalizer, PixelFeatures, Preprocessor, preprocessor_from_state
-from ..exceptions import CellbenchWarning, InvalidParameterError, RunDirectoryError
+from ..exceptions import CellbenchWarning, DataError, InvalidParameterError, RunDirectoryError
 from ..models import MODELS, BaseModel, count_parameters, create_model
 from ..models._base import class_weight_vector
-from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
+from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, monitor_mode
 from .engine import History, channels_last_fn, effective_monitor, fit, predict_logits
+from .optim import build_optimizer, build_schedule
 
-__all__ = ["FittedModel", "Prepared", "load_model", "prepare", "train_model"]
+__all__ = ["MAX_PARAMETERS", "FittedModel", "Prepared", "check_model", "load_model", "prepare",
+           "resume_epoch", "train_model"]
 
 MODEL_FORMAT = "cellbench-model"
 
@@ -171,29 +173,148 @@ def _read_checkpoint(path: Path, expected: str) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: str | Path) -> FittedModel:
-    """Load a :class:`FittedModel` saved by :meth:`FittedModel.save`."""
-    ckpt = _read_checkpoint(Path(path), MODEL_FORMAT)
-    config = TrainConfig.from_dict(ckpt["config"])
-    spec = MODELS.get(ckpt["name"])
-    n_classes = len(ckpt["classes"])
-    shape = list(ckpt["input_shape"])
-    model = create_model(ckpt["name"], n_classes=n_classes, **_shape_kwargs(shape),
-                         random_state=config.random_state, **ckpt["model_kwargs"])
-    if spec.family == "nn":
-        model.load_state_dict(ckpt["state"])
-        model.eval()
-    else:
+#: what a model checkpoint must hold, and the type of each value
+_MODEL_KEYS = {"name": str, "model_kwargs": dict, "state": dict, "preprocessing": dict,
+               "classes": list, "feature_names": list, "input_shape": list, "config": dict,
+               "target": str}
+MAX_PARAMETERS = 2_000_000_000  # a loaded model larger than this is refused before it is built
+
+
+def _check_model_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+    """Keys, types and sizes of a model checkpoint, checked before anything is built."""
+    where = f"model file {str(path)!r}"
+    missing = [k for k in _MODEL_KEYS if k not in ckpt]
+    wrong = [f"{k!r} ({type(ckpt[k]).__name__}, not {t.__name__})"
+             for k, t in _MODEL_KEYS.items() if k in ckpt and not isinstance(ckpt[k], t)]
+    if missing or wrong:
+        raise RunDirectoryError(
+            f"{where} must hold a complete cellbench model; "
+            + (f"it lacks {', '.join(map(repr, missing))}" if missing else "")
+            + ("; " if missing and wrong else "") + (f"it has {', '.join(wrong)}" if wrong
+                                                     else "")
+            + ". It is damaged or was not written by cellbench: retrain it.")
+    shape = ckpt["input_shape"]
+    if not (len(shape) in (1, 3) and all(isinstance(v, int) and 0 < v <= 10**6 for v in shape)
+            and int(np.prod(shape)) <= 10**8):
+        raise RunDirectoryError(f"{where} must give an input shape of 1 or 3 positive sizes; "
+                                f"got {shape!r}. It is damaged: retrain it.")
+    if not 2 <= len(ckpt["classes"]) <= 10**6:
+        raise RunDirectoryError(f"{where} must list between 2 and 10^6 classes; got "
+                                f"{len(ckpt['classes'])}. It is damaged: retrain it.")
+    if ckpt["name"] not in MODELS:
+        raise RunDirectoryError(f"{where} names model {ckpt['name']!r}, which this cellbench "
+                                "does not know; use the cellbench version that wrote it.")
+
+
+def _build_checked(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> Any:
+    """The checkpoint's model, built only after a free build on the meta device shows that
+    its parameter count is sane and its shapes match the saved weights."""
+    kwargs = dict(n_classes=len(ckpt["classes"]), **_shape_kwargs(list(ckpt["input_shape"])),
+                  random_state=config.random_state, **ckpt["model_kwargs"])
+    if MODELS.get(ckpt["name"]).family != "nn":
+        model = create_model(ckpt["name"], **kwargs)
         model.set_state(ckpt["state"])
-    return FittedModel(
-        name=ckpt["name"], model_kwargs=dict(ckpt["model_kwargs"]), model=model,
-        preprocessor=preprocessor_from_state(ckpt["preprocessing"]), input_shape=shape,
-        classes=list(ckpt["classes"]), feature_names=list(ckpt["feature_names"]),
-        config=config, target=ckpt["target"], aliases=dict(ckpt["aliases"]),
-        history=History(ckpt["history"]), best_epoch=ckpt["best_epoch"],
-        stop_reason=ckpt["stop_reason"], fit_seconds=ckpt["fit_seconds"],
-        info=dict(ckpt["info"]),
-    )
+        return model
+    with torch.device("meta"):
+        shell = create_model(ckpt["name"], **kwargs)
+    n_params = sum(p.numel() for p in shell.parameters())
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt["state"].items() if isinstance(v, torch.Tensor)}
+    if n_params > MAX_PARAMETERS or expected != got:
+        differ = sorted(set(expected) ^ set(got)) or [k for k in expected
+                                                      if expected[k] != got.get(k)]
+        raise RunDirectoryError(
+            f"model file {str(path)!r} must hold weights for the model it describes; it asks "
+            f"for {ckpt['name']!r} with {n_params:,} parameters"
+            + (f" (more than {MAX_PARAMETERS:,})" if n_params > MAX_PARAMETERS else "")
+            + (f", and its weights differ in {format_list(differ, 3)}" if expected != got
+               else "")
+            + ". It is damaged or crafted: retrain it.")
+    model = create_model(ckpt["name"], **kwargs)
+    model.load_state_dict(ckpt["state"])
+    return model.eval()
+
+
+def load_model(path: str | Path) -> FittedModel:
+    """Load a :class:`FittedModel` saved by :meth:`FittedModel.save`.
+
+    Everything loaded is checked before it is used: required keys and types, sizes (no
+    model larger than :data:`MAX_PARAMETERS` is built), weights that fit the model, and one
+    prediction on a row of zeros.
+    """
+    path = Path(path)
+    ckpt = _read_checkpoint(path, MODEL_FORMAT)
+    _check_model_checkpoint(ckpt, path)
+    try:
+        config = TrainConfig.from_dict(ckpt["config"])
+        fm = FittedModel(
+            name=ckpt["name"], model_kwargs=dict(ckpt["model_kwargs"]),
+            model=_build_checked(ckpt, config, path),
+            preprocessor=preprocessor_from_state(ckpt["preprocessing"]),
+            input_shape=list(ckpt["input_shape"]), classes=list(ckpt["classes"]),
+            feature_names=list(ckpt["feature_names"]), config=config, target=ckpt["target"],
+            aliases=dict(ckpt.get("aliases") or {}), history=History(ckpt.get("history") or []),
+            best_epoch=int(ckpt.get("best_epoch") or 0), stop_reason=ckpt.get("stop_reason"),
+            fit_seconds=float(ckpt.get("fit_seconds") or 0.0), info=dict(ckpt.get("info") or {}),
+        )
+        proba = fm.predict_proba(np.zeros((1, *fm.input_shape), np.float32), device="cpu")
+        if proba.shape != (1, len(fm.classes)):
+            raise ValueError(f"a prediction has shape {proba.shape}, not (1, {len(fm.classes)})")
+    except RunDirectoryError:
+        raise
+    except Exception as exc:  # anything a damaged or crafted file makes the build raise
+        raise RunDirectoryError(
+            f"model file {str(path)!r} must hold a model cellbench can rebuild; rebuilding "
+            f"failed ({type(exc).__name__}: {exc}). It is damaged or was not written by "
+            "cellbench: retrain it."
+        ) from exc
+    return fm
+
+
+def check_model(ds: Dataset, train_cfg: TrainConfig) -> None:
+    """Everything about ``train_cfg`` that can fail, checked without training: the device,
+    the model's input kind, its arguments (built for free on the meta device), class weights,
+    optimizer and schedule settings. Jobs call it before they create a run directory."""
+    resolve_device(train_cfg.device)
+    spec = MODELS.get(train_cfg.model)
+    _check_kind(spec, ds)
+    if train_cfg.augment and ds.kind != "image":
+        raise InvalidParameterError(f"augment must not be set for a table; got "
+                                    f"{train_cfg.augment!r}. Augmentation transforms images; "
+                                    "drop --augment.")
+    class_weight = train_cfg.class_weight
+    if isinstance(class_weight, Mapping):
+        vector = class_weight_vector(class_weight, ds.y, ds.n_classes, ds.classes)
+        class_weight = dict(enumerate(vector.tolist()))
+    label = train_cfg.model
+    try:
+        with torch.device("meta"):
+            model = create_model(spec.name, n_classes=ds.n_classes,
+                                 **_shape_kwargs(list(ds.X.shape[1:])),
+                                 random_state=train_cfg.random_state,
+                                 class_weight=class_weight, **train_cfg.model_kwargs)
+        if isinstance(model, nn.Module):
+            probe = [nn.Parameter(torch.zeros(1))]
+            optimizer = build_optimizer(train_cfg.optimizer, probe, train_cfg.lr,
+                                        train_cfg.weight_decay, train_cfg.optimizer_kwargs)
+            build_schedule(train_cfg.scheduler, optimizer, train_cfg.max_epochs, 1,
+                           monitor_mode(train_cfg.monitor), train_cfg.scheduler_kwargs)
+    except InvalidParameterError:
+        raise
+    except Exception as exc:  # a value the model's own code rejects (width=-1, ...)
+        raise InvalidParameterError(
+            f"model {label!r} must be buildable with the given arguments "
+            f"{dict(train_cfg.model_kwargs)}; building it failed ({type(exc).__name__}: "
+            f"{exc}). Check the values (`cellbench models {label}` lists its arguments)."
+        ) from exc
+
+
+def resume_epoch(run_dir: str | Path) -> int | None:
+    """The last finished epoch saved in ``run_dir/checkpoints/last.pt`` (None: no checkpoint)."""
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    return int(_read_checkpoint(last, "cellbench-train-state").get("epoch", 0))
 
 
 def make_preprocessor(data_cfg: DataConfig, ds: Dataset) -> Preprocessor:
@@ -276,6 +397,10 @@ def prepare(ds: Dataset, split: Split, train_cfg: TrainConfig,
     data_cfg = data_cfg or DataConfig()
     spec = MODELS.get(train_cfg.model)
     _check_kind(spec, ds)
+    if len(np.unique(ds.y[split.train])) < 2:  # LDA would "learn" it, logreg would crash
+        raise DataError(f"the training part of split {split.name!r} must hold at least 2 "
+                        f"classes to learn a classifier; it holds {len(split.train)} rows of "
+                        f"{len(np.unique(ds.y[split.train]))} class(es). Change the split.")
     pre, (X_train, y_train), (X_val, y_val), input_fn = _prepare(ds, split, spec, data_cfg)
     seed_everything(train_cfg.random_state)
     class_weight = train_cfg.class_weight

@@ -40,7 +40,7 @@ class _ProgressPoller:
 
     def _update(self) -> None:
         c = study_counts(self.study)
-        best = "-" if c["best"] is None else f"{c['best']:.4f}"
+        best = "-" if c["best"] is None else f"{c['best'] * 100:.2f} %"
         self.progress.update(self.task, completed=min(c["finished"], self.total),
                              info=f"running {c['running']} pruned {c['pruned']} failed "
                                   f"{c['failed']} best {best}")

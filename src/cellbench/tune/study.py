@@ -32,6 +32,7 @@ from .._spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_t
 from .._utils import try_import
 from ..exceptions import InvalidParameterError
 from ..models import MODELS, ModelChoice, route
+from .storage import postgres_driver_url
 
 __all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "describe_space", "importances",
            "make_objective", "make_storage", "mark_owner", "open_study", "parse_duration",
@@ -221,10 +222,11 @@ def make_storage(url: str | None, run_dir: Path | None, settings: TuneSettings) 
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(
             JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-    if not url.startswith(("postgresql", "mysql", "sqlite")):
+    if not url.startswith(("postgresql", "postgres:", "mysql", "sqlite")):
         raise InvalidParameterError(
             f"storage must be a database URL (postgresql://user@host:port/db); got {url!r}."
         )
+    url = postgres_driver_url(url)
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
         retry = {"heartbeat_stale_trial_callback":
                  optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)}
