@@ -83,6 +83,20 @@ def test_nan_loss_from_a_diverged_run():
     ev = _ev(stop=["diverged: the training loss became nan in epoch 3"] * 2 + [None] * 2)
     assert _ids(ev)["nan_loss"].severity == "error"
     assert "nan_loss" not in _ids(_ev())
+    exploded = ["diverged: the training loss exploded to more than 100 x the 1.10 of "
+                "guessing: 512 in epoch 2"] * 2 + [None] * 2
+    assert "nan_loss" not in _ids(_ev(stop=exploded))  # finite: the LR's finding, not this
+
+
+def test_a_nan_loss_is_named_before_the_learning_rate_that_caused_it():
+    nan = Finding("nan_loss", "error", "loss became nan", fix="lr_from_range_test")
+    high = Finding("lr_too_high", "warning", "lr 1e4", fix="lr_from_range_test", strength=6)
+    stuck = Finding("stuck_at_chance", "error", "stuck", fix="lr_from_range_test", strength=5)
+    same = {"fix": "lr_from_range_test", "label": "r", "difference": 0.4, "p_adjusted": 0.01,
+            "accepted": True}
+    outcomes = dict.fromkeys(["nan_loss", "lr_too_high", "stuck_at_chance"], same)
+    for order in ([high, stuck, nan], [nan, high, stuck], [stuck, high, nan]):
+        assert rerank(order, outcomes)[0].id == "nan_loss"
 
 
 def test_stuck_at_chance_names_heavy_dropout_as_the_cause():

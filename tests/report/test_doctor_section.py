@@ -116,6 +116,8 @@ def test_a_findings_user_strings_are_text_and_only_the_runs_own_pngs_are_embedde
                  plots=["doctor/other.png", "../secret.png"])
     saved["fixes"][0]["label"] = EVIL[0]
     saved["not_run"] = [{"what": EVIL[1], "why": EVIL[0]}]
+    saved["probes"]["column_order"] = {"permuted": [0.612, 0.66, 0.6444], "seeds": [0.65, 0.66],
+                                       "split": 0}
     (run / "doctor.json").write_text(json.dumps(saved))
     build_report(run)
     page, errors, requests = _open(browser, run)
@@ -129,6 +131,7 @@ def test_a_findings_user_strings_are_text_and_only_the_runs_own_pngs_are_embedde
                                                       "i.naturalWidth])")
     assert images == [["data:image/png;base64,", images[0][1]]] and images[0][1] > 0
     assert "The plot ../secret.png is not in the run directory." in text
+    assert "Column order" in text and "61.2, 66.0, 64.4" in text and "65.0, 66.0" in text
     page.close()
 
 

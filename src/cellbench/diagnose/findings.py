@@ -216,7 +216,7 @@ VOCABULARY: dict[str, Entry] = _entries(
           "A 1-D CNN runs over table columns whose order means nothing, so its convolutions "
           "see arbitrary neighbours.",
           "Run when a convolution over table columns trails another model: its accuracy over "
-          "3 random column orders varies more than over 3 seeds (variance ratio above the F "
+          "5 random column orders varies more than over 5 seeds (variance ratio above the F "
           "test's 95% point).",
           "mlp_instead_of_conv"),
     # -- evaluation ----------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from .findings import Finding
 
 __all__ = ["EXPLAINS", "SYMPTOMS", "WHOLESALE", "rerank"]
 
-#: findings that say *what* is wrong, not *why*: a cause found beside them ranks first
-SYMPTOMS = ("stuck_at_chance", "below_baseline", "underfitting", "nan_loss")
+#: findings that say *what* is wrong, not *why*: a cause found beside them ranks first.
+#: ``nan_loss`` is not one: a loss that became NaN is the fault the user sees, named first
+#: before the learning rate that caused it (its message and fix name that cause).
+SYMPTOMS = ("stuck_at_chance", "below_baseline", "underfitting")
 #: fixes that replace the whole model: they can hide which change mattered
 WHOLESALE = ("default_recipe", "mlp_instead_of_conv", "bigger_model", "shallower_model")
 EXPLAINS = 0.5  # a specific fix recovering this share of the best gain explains the fault
@@ -59,7 +61,8 @@ def rerank(findings: Sequence[Finding], outcomes: Mapping[str, Mapping[str, Any]
             return 0, -f.strength
         if o.get("accepted"):
             gain = float(o["difference"])
-            symptom = 1e-6 if f.id in SYMPTOMS else 0.0  # a cause first at equal gain
+            # at equal gain: a broken (NaN) loss, then a cause, then a symptom
+            symptom = 1e-6 if f.id in SYMPTOMS else -1e-6 if f.id == "nan_loss" else 0.0
             # a model-changing fix is specific only to the finding it was written for
             # (an MLP for a convolution over columns, a bigger model for underfitting)
             specific = o.get("fix") not in WHOLESALE or (

@@ -125,8 +125,9 @@ def _slope(values: np.ndarray) -> tuple[float, float]:
 
 
 def rule_nan_loss(ev: Evidence) -> Finding | None:
-    """Any unit's training loss or the gradient-flow probe's loss became non-finite."""
-    diverged = [r for r in ev.stop_reasons if r and r.startswith("diverged")]
+    """Any unit's training loss or the gradient-flow probe's loss became non-finite (a loss
+    that exploded but stayed finite is the learning rate's finding, not this one)."""
+    diverged = [r for r in ev.stop_reasons if r and r.startswith("diverged") and "became" in r]
     flow = ev.probes.get("gradient_flow")
     probe = bool(flow is not None and flow.nonfinite)
     if not diverged and not probe:

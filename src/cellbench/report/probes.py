@@ -231,8 +231,12 @@ def probes_context(probes: Mapping[str, Any], classes: Sequence[Any], lr: Any,
         plots["doctor/lr_range.png"] = [{"svg": lr_figure, "caption": LR_CAPTION}]
     if flow_figures:
         plots["doctor/gradient_flow.png"] = flow_figures
+    order = probes.get("column_order") or {}
     return {
         "any": bool(probes), "plots": plots,
+        "order": {k: [f"{a * 100:.1f}" for a in order.get(k) or [] if finite(a)]
+                  for k in ("permuted", "seeds")}
+        if order else None,
         "init": _init(init, classes, colour),
         "overfit": _overfit(probes.get("overfit_batch") or {}, log_k, colour),
         "lr": _lr_range(lr_range, lr, lr_figure),
