@@ -249,7 +249,7 @@ def doctor(
         flags = {**flags, "data": {**DOCTOR_EXAMPLE_DATA.get(name, {}),
                                    **flags.get("data", {})}}
     cfg = _run(_build_config, data, example, config, sets, flags, model=model)
-    seconds = _run(parse_duration, budget)
+    seconds = _run(parse_duration, budget, "--budget")
     show_doctor(_run(run_doctor, cfg, out, budget=seconds, observer=_observer(quiet)),
                 console)
 

@@ -169,7 +169,7 @@ def doctor(data: str | Path | None = None, *, model: str | None = None,
     if model is not None:
         choice = parse_model(model)
         cfg = cfg.replace(train=choice.configure(cfg.train.replace(model=choice.name)))
-    return run_doctor(cfg, out, budget=parse_duration(budget))
+    return run_doctor(cfg, out, budget=parse_duration(budget, "budget"))
 
 
 class _Job:

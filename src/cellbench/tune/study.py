@@ -97,20 +97,30 @@ class TuneSettings:
         return dict(vars(self))
 
 
-def parse_duration(text: str | float | None) -> float | None:
-    """``"30m"``, ``"2h"``, ``"90s"`` or seconds -> seconds."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
-    text = text.strip().lower()
+def parse_duration(text: str | float | None, what: str = "--timeout") -> float | None:
+    """``"30m"``, ``"2h"``, ``"90s"`` or seconds -> seconds (``what`` names the option in
+    the error).
+
+    >>> parse_duration("10m"), parse_duration("90s"), parse_duration(None)
+    (600.0, 90.0, None)
+    """
+    if text is None:
+        return None
     units = {"s": 1, "m": 60, "h": 3600}
     try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        if isinstance(text, (int, float)):
+            seconds = float(text)
+        else:
+            text = text.strip().lower()
+            seconds = (float(text[:-1]) * units[text[-1]] if text and text[-1] in units
+                       else float(text))
     except (ValueError, IndexError):
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
         raise InvalidParameterError(
-            f"timeout must be a duration like 90s, 30m or 2h; got {text!r}."
-        ) from None
+            f"{what} must be a positive duration like 90s, 30m or 2h; got {text!r}."
+        )
+    return seconds
 
 
 def search_space(model: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Dist]:
