@@ -86,6 +86,13 @@ def test_nan_loss_from_a_diverged_run():
     exploded = ["diverged: the training loss exploded to more than 100 x the 1.10 of "
                 "guessing: 512 in epoch 2"] * 2 + [None] * 2
     assert "nan_loss" not in _ids(_ev(stop=exploded))  # finite: the LR's finding, not this
+    overflowed = [_history(2, 0.3, running_loss=lambda j: 1e24 if j else 1.0)] * 2 + \
+        [_history(12, 0.9)] * 2  # past sqrt(float32 max): the next squared gradient is inf
+    ids = _ids(_ev(stop=exploded, histories=overflowed))
+    assert ids["nan_loss"].evidence["diverged_units"] == 2
+    below = [_history(2, 0.3, running_loss=lambda j: 1e15 if j else 1.0)] * 2 + \
+        [_history(12, 0.9)] * 2
+    assert "nan_loss" not in _ids(_ev(stop=exploded, histories=below))
 
 
 def test_a_nan_loss_is_named_before_the_learning_rate_that_caused_it():

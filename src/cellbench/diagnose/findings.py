@@ -200,8 +200,10 @@ VOCABULARY: dict[str, Entry] = _entries(
           "lighter_dropout"),
     Entry("nan_loss", "training",
           "The loss became NaN or infinite: training broke.",
-          "A run stopped as diverged (non-finite training loss), or the gradient-flow probe's "
-          "loss became non-finite.",
+          "A run stopped as diverged with a non-finite training loss or one past the square "
+          "root of float32's largest number (1.8e19, where the next step's squared gradients "
+          "overflow), or the gradient-flow probe's loss became non-finite; a loss that "
+          "exploded below that bound is lr_too_high's.",
           "lr_from_range_test, grad_clip"),
     # -- model ---------------------------------------------------------------------------------
     Entry("below_baseline", "model",
