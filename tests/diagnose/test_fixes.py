@@ -61,7 +61,12 @@ def test_other_fixes_and_ones_that_do_not_apply():
     assert propose("class_weights", SEED000, {}).train == {"class_weight": "balanced"}
     assert propose("more_epochs", SEED000, {"max_epochs": 2, "patience": None}).train == \
         {"max_epochs": 60, "patience": 10}
-    assert propose("bigger_model", ModelChoice("m", "mlp"), {}).kwargs == {"width": 256}
+    assert propose("bigger_model", ModelChoice("m", "mlp"), {}).kwargs == {"width": 512}
+    # a tiny one-layer network: x4 but at least the preset's width, and a second layer
+    assert propose("bigger_model", ModelChoice("m", "mlp", {"width": 2, "depth": 1}),
+                   {}).kwargs == {"width": 128, "depth": 2}
+    assert propose("bigger_model", ModelChoice("v", "vgg11", {"width": 0.25}),
+                   {}).kwargs == {"width": 0.5}
     assert propose("drop_column", SEED000, {"columns": ["gate"]}).drop == ("gate",)
     assert propose("grouped_split", SEED000, {}) is None  # measured, not a training change
 

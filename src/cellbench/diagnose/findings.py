@@ -253,7 +253,8 @@ FIXES: dict[str, str] = {
     "drop_column": "Retrain without the suspect feature(s) and compare.",
     "mlp_instead_of_conv": "Replace the 1-D CNN by an MLP (feature order carries no meaning "
                            "in a table).",
-    "bigger_model": "Widen/deepen the network (more units or layers).",
+    "bigger_model": ("Widen the network 4x, to at least its preset width (an image "
+                     "network's width multiplier 2x), and give a one-layer network a second."),
     "shallower_model": "Use fewer layers (or residual connections) when a deep network does "
                        "not train.",
     "grad_clip": "Clip the global gradient norm.",

@@ -15,6 +15,7 @@ the final model.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,27 @@ def _scaled_arg(choice: ModelChoice, factor: float, fix: str) -> Change | None:
     return None
 
 
+def _bigger(choice: ModelChoice) -> Change | None:
+    """A model that can fit its training cells: an integer width x4 and at least the preset's
+    (a width multiplier of an image network x2), and a second layer for a one-layer one."""
+    args = model_arguments(choice.name)
+    spec = MODELS.get(choice.name)
+    factory = {k: p.default for k, p in inspect.signature(spec.factory).parameters.items()
+               if p.default is not inspect.Parameter.empty}
+    defaults = {**factory, **spec.defaults}
+    current = {**defaults, **choice.kwargs}
+    kwargs: dict[str, Any] = {}
+    width, preset = current.get("width"), defaults.get("width")
+    if "width" in args and isinstance(width, int) and not isinstance(width, bool):
+        kwargs["width"] = max(4 * width, preset if isinstance(preset, int) else 0)
+    elif "width" in args and isinstance(width, float):
+        kwargs["width"] = 2 * width
+    depth = current.get("depth")
+    if "depth" in args and isinstance(depth, int) and depth <= 1:
+        kwargs["depth"] = depth + 1
+    return Change("bigger_model", kwargs=kwargs, for_model=choice.name) if kwargs else None
+
+
 def _normalize(kind: str, data: DataConfig, raw_cytometry: bool) -> Change | None:
     if kind == "image":
         return None if data.image_norm == "standardize" else \
@@ -166,8 +188,10 @@ def propose(fix: str, choice: ModelChoice, context: Mapping[str, Any]) -> Change
             else None
     if fix == "grad_clip" and nn_model and not train.get("grad_clip"):
         return Change(fix, train={"grad_clip": 1.0})
-    if fix in ("bigger_model", "shallower_model") and nn_model:
-        return _scaled_arg(choice, 2.0 if fix == "bigger_model" else 0.5, fix)
+    if fix == "bigger_model" and nn_model:
+        return _bigger(choice)
+    if fix == "shallower_model" and nn_model:
+        return _scaled_arg(choice, 0.5, fix)
     if fix == "drop_column" and context.get("columns"):
         return Change(fix, drop=tuple(context["columns"]))
     if fix == "mlp_instead_of_conv" and choice.name != "mlp":
