@@ -163,8 +163,26 @@ def test_below_baseline_and_underfitting_need_a_significant_paired_test():
 def test_feature_order_needs_more_spread_over_orders_than_over_seeds():
     spread = {"permuted": [0.80, 0.90, 0.70], "seeds": [0.85, 0.851, 0.849]}
     assert "feature_order_arbitrary" in _ids(_ev(conv=True, column_order=spread))
+    found = _ids(_ev(conv=True, column_order=spread, better=(0.05, 0.01)))
+    assert found["feature_order_arbitrary"].severity == "warning"
     same = {"permuted": [0.85, 0.851, 0.849], "seeds": [0.80, 0.90, 0.70]}
-    assert "feature_order_arbitrary" not in _ids(_ev(conv=True, column_order=same))
+    quiet = _ids(_ev(conv=True, column_order=same, better=(0.05, 0.01)))
+    assert quiet["feature_order_arbitrary"].severity == "info"  # the MLP is still proposed
+    assert "not measurable" in quiet["feature_order_arbitrary"].message
+    assert quiet["feature_order_arbitrary"].fix == "mlp_instead_of_conv"
+    assert "feature_order_arbitrary" not in _ids(_ev(conv=False, column_order=spread))
+    assert "feature_order_arbitrary" not in _ids(_ev(conv=True))  # the probe did not run
+
+
+def test_a_convolution_over_columns_that_an_mlp_fixes_is_named_before_below_baseline():
+    order = Finding("feature_order_arbitrary", "info", "not measurable",
+                    fix="mlp_instead_of_conv")
+    below = Finding("below_baseline", "warning", "below lda", fix="mlp_instead_of_conv")
+    mlp = {"fix": "mlp_instead_of_conv", "label": "m", "difference": 0.05, "p_adjusted": 0.02,
+           "accepted": True}
+    ranked = rerank([below, order], {"below_baseline": mlp, "feature_order_arbitrary": mlp})
+    assert [f.id for f in ranked] == ["feature_order_arbitrary", "below_baseline"]
+    assert ranked[0].severity == "warning"  # the order-free model was tested and helped
 
 
 def test_metric_misleading_when_accuracy_hides_a_missed_class():

@@ -217,9 +217,10 @@ VOCABULARY: dict[str, Entry] = _entries(
     Entry("feature_order_arbitrary", "model",
           "A 1-D CNN runs over table columns whose order means nothing, so its convolutions "
           "see arbitrary neighbours.",
-          "Run when a convolution over table columns trails another model: its accuracy over "
-          "5 random column orders varies more than over 5 seeds (variance ratio above the F "
-          "test's 95% point).",
+          "Run when a convolution over table columns trails another model and is not stuck: "
+          "warning when its accuracy over 5 random column orders varies more than over 5 "
+          "seeds (variance ratio above the F test's 95% point); info otherwise, raised to a "
+          "warning when the order-free MLP is tested and helps.",
           "mlp_instead_of_conv"),
     # -- evaluation ----------------------------------------------------------------------------
     Entry("difference_not_significant", "evaluation",
