@@ -396,3 +396,21 @@ def test_a_compare_where_a_class_is_one_patient_says_it_in_plain_words(tmp_path,
     assert result.exit_code == 2
     assert "cannot be separated from the group 'patient'" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_warning_every_unit_raises_again_is_printed_once(capsys):
+    import warnings
+
+    from cellbench.cli import _run
+    from cellbench.exceptions import CellbenchWarning
+
+    def job():
+        for text in ("pixels unscaled", "pixels unscaled", "another"):
+            with warnings.catch_warnings():  # as training does: the registry is reset
+                warnings.simplefilter("always")
+                warnings.warn(text, CellbenchWarning, stacklevel=1)
+        return 7
+
+    assert _run(job) == 7
+    err = capsys.readouterr().err
+    assert err.count("pixels unscaled") == 1 and err.count("another") == 1

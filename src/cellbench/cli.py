@@ -86,9 +86,14 @@ def _build_config(data: str | None, example: bool, config: Path | None,
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a job; CellbenchErrors become a one-paragraph message and exit code 2."""
 
+    shown: set[str] = set()  # a warning each unit raises again is printed once
+
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, CellbenchWarning):
-            err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+            if str(message) not in shown:
+                shown.add(str(message))
+                err_console.print(f"[yellow]warning:[/] {escape(str(message))}",
+                                  highlight=False)
         else:
             _default_show(message, category, filename, lineno, file, line)
 

@@ -87,6 +87,7 @@ def check_class_imbalance(ds: Dataset, splits: Sequence[Split] = (),
         evidence, fix="class_weights", advice=advice,
         strength=float(np.log(ratio / IMBALANCE_INFO)))]
 
+
 def check_tiny_class(ds: Dataset, splits: Sequence[Split] = (),
                      data_cfg: DataConfig | None = None) -> list[Finding]:
     """A class too small to be measured or learned.
