@@ -55,37 +55,35 @@ def check_class_imbalance(ds: Dataset, splits: Sequence[Split] = (),
               "predicting the majority class scores.")
     if floor < limit and ratio < IMBALANCE_INFO:
         return []
-    if floor >= limit:
-        sf = single_feature(ds, splits)
-        separable = False
-        if sf is not None:
-            # each minority class against the rest, by its best single feature
-            minority = [c for c in np.flatnonzero(present) if c != major
-                        and not np.isnan(sf.ovr[:, c]).all()]
-            best = {str(ds.classes[c]): float(np.nanmax(sf.ovr[:, c])) for c in minority}
-            evidence["best_single_feature_one_vs_rest"] = best
-            separable = bool(minority) and min(best.values()) >= 1 - (1 - LEAK_ROOM) / 2
-        if not separable:
-            return [make_finding(
-                "class_imbalance", "warning",
-                f"class {ds.classes[major]!r} holds {floor:.1%} of rows: always predicting it "
-                f"scores {floor:.1%} accuracy (chance 1/{K} = {1 / K:.0%}); "
-                f"{ratio:.0f}:1 largest to smallest",
-                evidence, fix="class_weights", advice=advice,
-                strength=(floor - limit) / max(1 - limit, 1e-12))]
-        return [make_finding(
-            "class_imbalance", "info",
-            f"class {ds.classes[major]!r} holds {floor:.1%} of rows (the accuracy floor), but "
-            "every smaller class is separated from the rest by a single feature, so it is not "
-            "sacrificed", evidence, fix="class_weights", advice=advice,
-            strength=float(np.log(ratio / IMBALANCE_INFO)))]
-    return [make_finding(
-        "class_imbalance", "info",
-        f"classes are {ratio:.0f}:1 (largest {ds.classes[major]!r} {counts[major]}, "
-        f"smallest {ds.classes[minor]!r} {counts[minor]}); always predicting "
-        f"{ds.classes[major]!r} scores {floor:.1%}",
-        evidence, fix="class_weights", advice=advice,
-        strength=float(np.log(ratio / IMBALANCE_INFO)))]
+
+    def finding(severity: str, message: str, strength: float) -> list[Finding]:
+        return [make_finding("class_imbalance", severity, message, evidence,
+                             fix="class_weights", advice=advice, strength=strength)]
+
+    info_strength = float(np.log(ratio / IMBALANCE_INFO))
+    if floor < limit:
+        return finding("info", f"classes are {ratio:.0f}:1 (largest {ds.classes[major]!r} "
+                               f"{counts[major]}, smallest {ds.classes[minor]!r} "
+                               f"{counts[minor]}); always predicting {ds.classes[major]!r} "
+                               f"scores {floor:.1%}", info_strength)
+    sf = single_feature(ds, splits)
+    separable = False
+    if sf is not None:
+        # each minority class against the rest, by its best single feature
+        minority = [c for c in np.flatnonzero(present) if c != major
+                    and not np.isnan(sf.ovr[:, c]).all()]
+        best = {str(ds.classes[c]): float(np.nanmax(sf.ovr[:, c])) for c in minority}
+        evidence["best_single_feature_one_vs_rest"] = best
+        separable = bool(minority) and min(best.values()) >= 1 - (1 - LEAK_ROOM) / 2
+    if separable:
+        return finding("info", f"class {ds.classes[major]!r} holds {floor:.1%} of rows (the "
+                               "accuracy floor), but every smaller class is separated from the "
+                               "rest by a single feature, so it is not sacrificed",
+                       info_strength)
+    return finding("warning", f"class {ds.classes[major]!r} holds {floor:.1%} of rows: always "
+                              f"predicting it scores {floor:.1%} accuracy (chance 1/{K} = "
+                              f"{1 / K:.0%}); {ratio:.0f}:1 largest to smallest",
+                   (floor - limit) / max(1 - limit, 1e-12))
 
 
 def check_tiny_class(ds: Dataset, splits: Sequence[Split] = (),

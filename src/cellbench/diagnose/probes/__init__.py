@@ -19,7 +19,10 @@ conclusions themselves (that is the doctor's rules' job).
                        seed-stable suggestion beside fastai's ``valley``
 =====================  ======================================================================
 
-:func:`run_probes` runs all four on one preparation (:func:`prepare_probe`). The callbacks
+Every probe also takes ``model_fn``, called with each freshly built network before the probe
+(to load weights or try another initialisation), and ``prepared``, from
+:func:`prepare_probe`, to share one preparation between probes.
+:func:`run_probes` runs all four on one preparation. The callbacks
 :class:`GradientFlow` and :class:`LRSweep` also work in normal training
 (``train_model(..., callbacks=...)``).
 

@@ -377,10 +377,8 @@ def gradient_flow(ds: Dataset, split: Split, train_cfg: TrainConfig,
     max_rows : int
         Training rows the batches are drawn from (a stratified, seeded subset when there are
         more).
-    model_fn : callable, optional
-        Called with the freshly built network before the probe.
-    prepared : Prepared, optional
-        From :func:`prepare_probe`, to share one preparation between probes.
+    model_fn, prepared : optional
+        As for every probe: see :mod:`cellbench.diagnose.probes`.
 
     Returns
     -------

@@ -84,12 +84,8 @@ def loss_at_init(ds: Dataset, split: Split, train_cfg: TrainConfig,
         Preprocessing, fitted on the training rows (default: standardize).
     max_rows : int
         Training rows measured (a stratified, seeded subset when there are more).
-    model_fn : callable, optional
-        Called with the freshly built network before the probe (e.g. to load weights or try
-        another initialisation).
-    prepared : Prepared, optional
-        From :func:`prepare_probe`, to share one preparation between probes (``ds``,
-        ``split`` and ``data_cfg`` are then not read).
+    model_fn, prepared : optional
+        As for every probe: see :mod:`cellbench.diagnose.probes`.
 
     Returns
     -------

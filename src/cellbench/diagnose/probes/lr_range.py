@@ -337,10 +337,8 @@ def lr_range_test(ds: Dataset, split: Split, train_cfg: TrainConfig,
         EMA smoothing of the stop criterion and of the valley rule (fastai: 0.98).
     max_rows : int
         Training rows the batches are drawn from.
-    model_fn : callable, optional
-        Called with each freshly built network before its sweep.
-    prepared : Prepared, optional
-        From :func:`prepare_probe`, to share one preparation between probes.
+    model_fn, prepared : optional
+        As for every probe: see :mod:`cellbench.diagnose.probes`.
 
     Returns
     -------

@@ -109,10 +109,8 @@ def overfit_batch(ds: Dataset, split: Split, train_cfg: TrainConfig,
         Step budget.
     stop_loss : float
         Stop early once every row is right and the eval loss is below this.
-    model_fn : callable, optional
-        Called with the freshly built network before the probe.
-    prepared : Prepared, optional
-        From :func:`prepare_probe`, to share one preparation between probes.
+    model_fn, prepared : optional
+        As for every probe: see :mod:`cellbench.diagnose.probes`.
 
     Returns
     -------
