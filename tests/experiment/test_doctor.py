@@ -98,10 +98,15 @@ def test_python_api_and_cli_on_a_finished_compare_run(cells, tmp_path):
     out = tmp_path / "c"
     assert runner.invoke(app, ["compare", str(cells), "-t", "label", "-g", "donor", "--cv",
                                "4", "--models", "lda,a=mlp(width=8),b=mlp(width=9)",
-                               "--max-epochs", "5", "--out", str(out), "--quiet"]
-                         ).exit_code == 0
+                               "--reference", "a", "--max-epochs", "5", "--out", str(out),
+                               "--quiet"]).exit_code == 0
     result = doctor(out)
     assert {"a", "b"} & {f["message"].split(":")[0] for f in result.findings}
+    # the run's own question first: b, one unit wider than the reference a, is not better
+    first = result.findings[0]
+    assert first["id"] == "difference_not_significant" and first["severity"] == "warning"
+    assert first["message"].startswith("1 network(s) cannot be told apart from a: b ")
+    assert [f["id"] for f in result.findings].count("difference_not_significant") == 1
     cli = runner.invoke(app, ["doctor", str(out), "--quiet"])
     assert cli.exit_code == 0 and "findings" in cli.output
 

@@ -226,7 +226,10 @@ VOCABULARY: dict[str, Entry] = _entries(
     Entry("difference_not_significant", "evaluation",
           "The models' differences are within noise: none is shown better than yours.",
           "Every other model's paired test against yours has a Holm-adjusted p above alpha "
-          "although their pooled accuracies differ.",
+          "although their pooled accuracies differ; for a finished run (doctor RUN_DIR), the "
+          "networks whose test against the run's reference is above alpha, a warning named "
+          "first when the reference is a network too (a ladder of variants whose steps "
+          "cannot be told apart).",
           "none: report them as equivalent, or collect more test rows/groups"),
     Entry("metric_misleading", "evaluation",
           "Accuracy hides a failure: some classes are barely recalled.",

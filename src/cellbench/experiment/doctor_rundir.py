@@ -20,7 +20,7 @@ from .._config import RunConfig
 from ..data.splits import make_splits
 from ..diagnose.data_rules import check_data
 from ..diagnose.findings import Finding, rank
-from ..diagnose.rules import Evidence, apply_rules
+from ..diagnose.rules import RULES, Evidence, apply_rules
 from ..evaluate.results import DoctorResults, RunResults, TrainResults, UnitResult
 from ..exceptions import RunDirectoryError
 from ..models import MODELS
@@ -75,16 +75,55 @@ def diagnose_run(run_dir: str | Path) -> DoctorResults:
         if MODELS.get(model.name).family != "nn" or model.label not in units:
             continue
         findings += _about(model, measured, ds, cfg)
+    findings = rank(findings)
+    ladder = _inconclusive(run_dir, models, cfg.alpha)
+    if ladder is not None:  # the run's own question first, after what makes numbers untrue
+        at = sum(f.severity == "error" and f.entry.category == "data" for f in findings)
+        findings.insert(at if ladder.severity == "warning" else len(findings), ladder)
     return DoctorResults(
         job="doctor", created=datetime.now().isoformat(timespec="seconds"),
         machine=machine_info(), wall_seconds=time.perf_counter() - started,
         budget_seconds=None, setting={"spec": f"the models of {run_dir}", "train":
                                       cfg.train.to_dict()},
         data=data_summary(ds, splits, split_issues(ds, splits)),
-        findings=[f.to_dict() for f in rank(findings)], models=models,
+        findings=[f.to_dict() for f in findings], models=models,
         not_run=[{"what": "fix experiments", "why": "a finished run is diagnosed from what "
                   "it saved; test the fixes with `cellbench doctor DATA --model SPEC`"}],
         unit="images" if ds.kind == "image" else "cells", run_dir=run_dir)
+
+
+def _inconclusive(run_dir: Path, models: list, alpha: float) -> Finding | None:
+    """``difference_not_significant`` about the comparison the run made: the networks whose
+    paired test against the run's reference is above alpha (Holm). A warning when the
+    reference is a network too (a ladder of network variants whose steps cannot be told
+    apart), information otherwise."""
+    if not (run_dir / RunResults.FILE).is_file():
+        return None
+    comparisons = RunResults.read(run_dir).comparisons
+    family = {m.label: MODELS.get(m.name).family for m in models}
+    if comparisons is None or comparisons.reference not in family:
+        return None
+    rows = [r for r in comparisons.rows if family.get(r.model) == "nn"
+            and not r.p_adjusted < alpha]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: -abs(r.difference))
+    ref, unit = comparisons.reference, rows[0].unit
+    listed = "; ".join(f"{r.model} {r.difference * 100:+.2f} points [{r.ci[0] * 100:+.2f}, "
+                       f"{r.ci[1] * 100:+.2f}], p = {r.p_adjusted:.2g}" for r in rows[:4])
+    detectable = [r.detectable for r in rows if r.detectable is not None]
+    span = (f"{min(detectable) * 100:.1f}-{max(detectable) * 100:.1f}"
+            if len(detectable) > 1 else f"{detectable[0] * 100:.1f}" if detectable else "")
+    tail = f"; with {rows[0].n} {unit} a difference of {span} points is detectable" \
+        if span else ""
+    return Finding(
+        "difference_not_significant", "warning" if family[ref] == "nn" else "info",
+        f"{len(rows)} network(s) cannot be told apart from {ref}: {listed}{tail}",
+        {"reference": ref, "rows": [{"model": r.model, "difference": r.difference,
+                                     "ci": r.ci, "p_adjusted": r.p_adjusted, "n": r.n,
+                                     "unit": r.unit} for r in rows]},
+        advice="Do not call one of them better: repeat seeds (--seeds 3) and test on more "
+               "patients/samples/slides before choosing.", strength=float(len(rows)))
 
 
 def _about(model, measured: Measured, ds, cfg: RunConfig) -> list[Finding]:
@@ -105,4 +144,5 @@ def _about(model, measured: Measured, ds, cfg: RunConfig) -> list[Finding]:
         others=[m for m in measured.models if m.label in others], vs_user=vs,
         conv_on_table=ds.kind == "table" and model.name.startswith("cnn1d"),
         alpha=cfg.alpha, min_effect=cfg.min_effect)
-    return [replace(f, message=f"{model.label}: {f.message}") for f in apply_rules(ev)]
+    per_model = [r for r in RULES if r != "difference_not_significant"]  # the run's, above
+    return [replace(f, message=f"{model.label}: {f.message}") for f in apply_rules(ev, per_model)]
