@@ -60,3 +60,11 @@ def test_cytometry_sets_the_default_cofactor_and_fractions_are_checked():
         DataConfig(cytometry="spectral")
     with pytest.raises(InvalidParameterError, match=r"must leave at least 10% for training"):
         SplitConfig(val_size=0.5, test_size=0.45)
+
+
+def test_list_settings_equal_their_yaml_round_trip():
+    """A list from the Python API equals the tuple read back from config.yaml, so a rerun of
+    the same setting reopens its run directory instead of calling it different data."""
+    cfg = RunConfig(data=DataConfig(path="x.csv", transform=[], drop=["Time"], features="CD3"))
+    again = RunConfig.from_yaml(cfg.to_yaml())
+    assert again.data == cfg.data and cfg.data.transform == () and cfg.data.features == ("CD3",)

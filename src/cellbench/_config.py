@@ -145,6 +145,14 @@ class DataConfig(_Base):
     image_norm: str = "standardize"  # standardize (per channel), unit ([0, 1]) or none (raw)
 
     def __post_init__(self) -> None:
+        # lists (the Python API, JSON) and a single name become tuples, so that two equal
+        # settings compare equal (a rerun reuses its run directory)
+        for name in ("features", "drop", "exclude_labels", "transform"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+            elif isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         problems = []
         if self.image_norm not in ("standardize", "unit", "none"):
             problems.append(f"data.image_norm must be standardize, unit or none; got "

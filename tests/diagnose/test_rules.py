@@ -170,6 +170,7 @@ def test_feature_order_needs_more_spread_over_orders_than_over_seeds():
     assert quiet["feature_order_arbitrary"].severity == "info"  # the MLP is still proposed
     assert "not measurable" in quiet["feature_order_arbitrary"].message
     assert quiet["feature_order_arbitrary"].fix == "mlp_instead_of_conv"
+    assert quiet["feature_order_arbitrary"].evidence["test_fix"]  # the doctor still tests it
     assert "feature_order_arbitrary" not in _ids(_ev(conv=False, column_order=spread))
     assert "feature_order_arbitrary" not in _ids(_ev(conv=True))  # the probe did not run
 

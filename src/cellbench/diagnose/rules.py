@@ -383,8 +383,8 @@ def rule_feature_order_arbitrary(ev: Evidence) -> Finding | None:
     return Finding("feature_order_arbitrary", "info",
                    f"a convolution runs over table columns whose order means nothing; {spans}"
                    f" (variance ratio {ratio:.1f}, under the F test's {limit:.1f}: the order's "
-                   "own effect is not measurable here)", evidence, fix="mlp_instead_of_conv",
-                   strength=0.0)
+                   "own effect is not measurable here)", {**evidence, "test_fix": True},
+                   fix="mlp_instead_of_conv", strength=0.0)
 
 
 def rule_metric_misleading(ev: Evidence) -> Finding | None:

@@ -330,8 +330,8 @@ class _Job:
                    "raw_cytometry": any(f.id == "unscaled_input" for f in findings),
                    "columns": [c for c in leaks if c]}
         proposed: dict[str, tuple[Change, list[str]]] = {}
-        for f in findings:
-            if f.severity == "info" or f.fix is None:
+        for f in findings:  # an info finding's fix only when its rule asks for the test
+            if f.fix is None or (f.severity == "info" and not f.evidence.get("test_fix")):
                 continue
             for fix in [f.fix, *f.evidence.get("fixes", [])]:
                 change = propose(fix, self.setting.user, context)
