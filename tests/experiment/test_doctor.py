@@ -130,3 +130,22 @@ def test_a_healthy_image_setup_gets_no_warning(tmp_path):
     result = run_doctor(cfg, tmp_path / "run", budget=None)
     assert [f for f in result.findings if f["severity"] != "info"] == []
     assert result.final["label"] == "yours"
+
+
+def test_images_without_a_model_get_the_default_image_network(tmp_path):
+    """No --model on images: ResNet-8 (the default network for images), not the tabular
+    default MLP, which cannot train on images."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 160
+    y = np.arange(n) % 2
+    X = rng.normal(60, 20, size=(n, 1, 16, 16))
+    X[y == 1, :, 4:12, 4:12] += 90
+    path = tmp_path / "cells.npz"
+    np.savez(path, X=np.clip(X, 0, 255).astype(np.uint8), y=y,
+             slide_id=np.array([f"S{i % 8:02d}" for i in range(n)]))
+    result = doctor(path, groups="slide_id", cv=4, max_epochs=3, device="cpu", budget=None,
+                    out=tmp_path / "run")
+    assert result.setting["spec"] == "resnet8"
+    assert any(m.label == "yours" and m.test is not None for m in result.models)

@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .._config import RunConfig, load_config
+from .._config import RunConfig, TrainConfig, load_config
 from ..data.dataset import Dataset
 from ..data.splits import make_splits
 from ..diagnose.data_rules import check_data
 from ..diagnose.findings import Finding, rank
-from ..diagnose.fixes import Change, combine, propose
+from ..diagnose.fixes import DEFAULT_NETWORKS, Change, combine, propose
 from ..diagnose.ranking import rerank
 from ..diagnose.rules import apply_rules
 from ..evaluate.results import DoctorResults
@@ -64,6 +64,7 @@ from .doctor_steps import (
 )
 from .grid import Display, plan_units
 from .inputs import data_summary, load_dataset, split_issues
+from .jobs import check_before_running
 from .rundir import check_run_dir, machine_info, open_run_dir
 
 __all__ = ["doctor", "run_doctor"]
@@ -83,6 +84,10 @@ def run_doctor(cfg: RunConfig, out: str | Path | None = None, *,
     """
     run_dir = check_run_dir(out, "doctor", cfg, reuse=True)
     ds = load_dataset(cfg.data)
+    if ds.kind == "image" and cfg.train.model == TrainConfig().model \
+            and not cfg.train.model_kwargs:  # no --model: the default network for images
+        cfg = cfg.replace(train=cfg.train.replace(model=DEFAULT_NETWORKS["image"]))
+    check_before_running(cfg, [ModelChoice("yours", cfg.train.model)], ds)
     setting = split_setting(cfg.train)
     try:
         splits = make_splits(ds, cfg.split)
