@@ -125,6 +125,17 @@ def test_lr_too_high_and_too_low_against_the_range_test():
     fine = _ev(lr=1e-3, better=(0.2, 0.001), probes=probes, histories=falling)
     assert not {"lr_too_high", "lr_too_low"} & set(_ids(fine))
 
+    # below the blow-up but nearer to it than to the suggestion, and stuck at chance (Adam at
+    # 0.3 where the sweep suggests 1.6e-4: ReLUs die, the loss sits flat at ln K)
+    between = math.sqrt(1e-3 * blowup) * 1.5
+    assert between < blowup
+    stuck = _ev(lr=between, user_acc=0.5, user_bal=1 / 3, better=(0.45, 0.001), probes=probes)
+    found = _ids(stuck)
+    assert found["lr_too_high"].fix == "lr_from_range_test"
+    assert "far above the range test's" in found["stuck_at_chance"].message
+    learning = _ev(lr=between, better=(0.2, 0.001), probes=probes)  # not stuck, not rising
+    assert "lr_too_high" not in _ids(learning)
+
 
 def test_too_few_epochs_when_still_rising_at_the_last_epoch():
     rising = [_history(10, lambda j: 0.5 + 0.03 * j)] * 4

@@ -157,7 +157,8 @@ VOCABULARY: dict[str, Entry] = _entries(
           "The learning rate is past the stable range: the loss jumps or diverges.",
           "The LR is at or past where the LR range test's loss blew up, or more than 10x the "
           "test's suggestion while the training loss rises over epochs (slope above 2 "
-          "standard errors).",
+          "standard errors) or while the network is stuck at chance with the LR nearer (in "
+          "decades) to the blow-up than to the suggestion.",
           "lr_from_range_test"),
     Entry("lr_too_low", "training",
           "The learning rate is so small that training crawls.",

@@ -103,14 +103,17 @@ def _range(ev: Evidence) -> tuple[float, float] | None:
 
 
 def rule_lr_too_high(ev: Evidence) -> Finding | None:
-    """The LR is at or past where the range test's loss blew up, or more than 10x its
-    suggestion while the training loss rises over epochs (slope > 2 standard errors)."""
+    """The LR is at or past where the range test's loss blew up; or more than 10x its
+    suggestion while the training loss rises over epochs (slope > 2 standard errors), or
+    while the network is stuck at chance with the LR nearer (in decades) to the blow-up than
+    to the suggestion."""
     rng = _range(ev)
     if rng is None:
         return None
     suggestion, blowup = rng
     rising = [s > 2 * se for s, se in (_slope(c) for c in ev.curve("running_loss") if len(c))]
-    past = ev.lr >= blowup or (ev.lr > 10 * suggestion and any(rising))
+    past = ev.lr >= blowup or (ev.lr > 10 * suggestion and (any(rising) or (
+        ev.stuck and ev.lr > math.sqrt(suggestion * blowup))))
     if not past:
         return None
     ratio = ev.lr / suggestion
@@ -245,7 +248,7 @@ def _stuck_causes(ev: Evidence) -> list[tuple[str, str]]:
     if rule_too_few_epochs(ev) is not None:
         causes.append(("more_epochs", f"training stopped after {ev.max_epochs} epochs, still "
                                       "improving"))
-    if rng is not None and (ev.lr * 10 < rng[0] or ev.lr >= rng[1]):
+    if rng is not None and (ev.lr * 10 < rng[0] or ev.lr > math.sqrt(rng[0] * rng[1])):
         side = "below" if ev.lr < rng[0] else "above"
         causes.append(("lr_from_range_test", f"learning rate {ev.lr:g} is far {side} the "
                                              f"range test's {rng[0]:.2g}"))
