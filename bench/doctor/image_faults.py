@@ -59,6 +59,7 @@ CASES = {
     "healthy": (images, "shallow-seed004", {}, {}),
     "unscaled_input": (images, "cnn-seed003", {}, {"image_norm": "none"}),
     "lr_too_high": (images, "shallow-seed004", {"optimizer": "sgd", "lr": 5.0}, {}),
+    "lr_too_high:adam": (images, "shallow-seed004", {"lr": 0.05}, {}),
     "lr_too_low": (images, "shallow-seed004", {"optimizer": "sgd", "lr": 1e-5}, {}),
     "too_few_epochs": (images, "shallow-seed004", {"max_epochs": 2, "optimizer": "sgd",
                                                    "lr": 0.003}, {}),
@@ -77,13 +78,13 @@ def run_case(case: str) -> dict:
                     split=SplitConfig(cv=4),
                     train=choice.configure(base.replace(model=choice.name)))
     start = time.perf_counter()
-    result = run_doctor(cfg, WORK / case, budget=None)
+    result = run_doctor(cfg, WORK / case.replace(":", "_"), budget=None)
     ids = [f["id"] for f in result.findings]
     yours = next((m for m in result.models if m.label == "yours"), None)
     final = (result.final or {}).get("test", {}).get("accuracy", {}).get("value")
     return {"case": case, "model": model, "train": train, "data": data, "findings": ids,
             "severities": [f["severity"] for f in result.findings],
-            "rank": ids.index(case) + 1 if case in ids else None,
+            "rank": ids.index(planted) + 1 if (planted := case.split(":")[0]) in ids else None,
             "accepted": [x["label"] for x in result.fixes if x["accepted"]],
             "yours": yours.test.accuracy.value if yours and yours.test else None,
             "final": final, "final_label": (result.final or {}).get("label"),
