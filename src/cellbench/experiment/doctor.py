@@ -69,8 +69,8 @@ from .rundir import check_run_dir, machine_info, open_run_dir
 
 __all__ = ["doctor", "run_doctor"]
 
-#: fixes meant for rare classes are judged on balanced accuracy
 ORDERS = 5  # random column orders (and seeds) of the column-order probe
+#: fixes meant for rare classes are judged on balanced accuracy
 BALANCED_FIXES = {"class_weights": "balanced_accuracy", "balanced_sampler": "balanced_accuracy"}
 
 
@@ -283,7 +283,7 @@ class _Job:
         """Your network on ``ORDERS`` random column orders of the first split, and on as many
         seeds in the given order: the spread over orders against the spread over seeds. Five
         of each, not three: the F test's 95 % point is 19 with 2 and 2 degrees of freedom,
-        6.4 with 4 and 4, so three of each misses an order effect twice the seed noise."""
+        6.4 with 4 and 4, so three of each misses orders that spread 4x as much as seeds."""
         split, ds = self.splits[0], self.ds
         rng = np.random.default_rng(self.cfg.train.random_state)
         permuted = []
