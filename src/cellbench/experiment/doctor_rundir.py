@@ -21,7 +21,13 @@ from ..data.splits import make_splits
 from ..diagnose.data_rules import check_data
 from ..diagnose.findings import Finding, rank
 from ..diagnose.rules import RULES, Evidence, apply_rules
-from ..evaluate.results import DoctorResults, RunResults, TrainResults, UnitResult
+from ..evaluate.results import (
+    Comparisons,
+    DoctorResults,
+    RunResults,
+    TrainResults,
+    UnitResult,
+)
 from ..exceptions import RunDirectoryError
 from ..models import MODELS
 from .doctor_steps import Measured, histories_of, paired_against
@@ -48,11 +54,13 @@ def _units(run_dir: Path) -> dict[str, list[UnitResult]]:
     return out
 
 
-def _models(run_dir: Path) -> list:
+def _models(run_dir: Path) -> tuple[list, Comparisons | None]:
+    """The run's models, and its comparisons against its reference (a compare run)."""
     if (run_dir / RunResults.FILE).is_file():
-        return RunResults.read(run_dir).models
+        results = RunResults.read(run_dir)
+        return results.models, results.comparisons
     if (run_dir / TrainResults.FILE).is_file():
-        return [TrainResults.read(run_dir).as_model_result()]
+        return [TrainResults.read(run_dir).as_model_result()], None
     raise RunDirectoryError(
         f"run directory {str(run_dir)!r} must hold a finished run (results.json or "
         "metrics.json); it has neither. Let the job finish (rerun it with the same --out).")
@@ -64,7 +72,7 @@ def diagnose_run(run_dir: str | Path) -> DoctorResults:
     started = time.perf_counter()
     cfg = RunConfig.from_yaml((run_dir / "config.yaml").read_text(encoding="utf-8"),
                               str(run_dir / "config.yaml"))
-    models = _models(run_dir)
+    models, comparisons = _models(run_dir)
     units = _units(run_dir)
     ds = load_dataset(cfg.data)
     splits = make_splits(ds, cfg.split)
@@ -76,7 +84,7 @@ def diagnose_run(run_dir: str | Path) -> DoctorResults:
             continue
         findings += _about(model, measured, ds, cfg)
     findings = rank(findings)
-    ladder = _inconclusive(run_dir, models, cfg.alpha)
+    ladder = _inconclusive(comparisons, models, cfg.alpha)
     if ladder is not None:  # the run's own question first, after what makes numbers untrue
         at = sum(f.severity == "error" and f.entry.category == "data" for f in findings)
         findings.insert(at if ladder.severity == "warning" else len(findings), ladder)
@@ -92,14 +100,12 @@ def diagnose_run(run_dir: str | Path) -> DoctorResults:
         unit="images" if ds.kind == "image" else "cells", run_dir=run_dir)
 
 
-def _inconclusive(run_dir: Path, models: list, alpha: float) -> Finding | None:
+def _inconclusive(comparisons: Comparisons | None, models: list,
+                  alpha: float) -> Finding | None:
     """``difference_not_significant`` about the comparison the run made: the networks whose
     paired test against the run's reference is above alpha (Holm). A warning when the
     reference is a network too (a ladder of network variants whose steps cannot be told
     apart), information otherwise."""
-    if not (run_dir / RunResults.FILE).is_file():
-        return None
-    comparisons = RunResults.read(run_dir).comparisons
     family = {m.label: MODELS.get(m.name).family for m in models}
     if comparisons is None or comparisons.reference not in family:
         return None

@@ -160,7 +160,7 @@ def _finding(run: RunView, known: Mapping[str, Any], f: Mapping[str, Any]) -> di
             "category": f.get("category") or "", "message": str(f.get("message") or ""),
             "advice": f.get("advice") or "", "fix": f.get("fix"),
             "evidence": [(str(k).replace("_", " "), _compact(v)) for k, v in evidence.items()
-                         if k != "fix_tested"],
+                         if k not in ("fix_tested", "test_fix")],  # shown below / internal
             "tested": _tested(evidence.get("fix_tested")),
             "plots": _plots(run, known, f.get("plots") or [])}
 
