@@ -379,6 +379,8 @@ class RunConfig(_Base):
     test_unit: str = "auto"  # unit of paired tests: auto, groups, runs or cells
     alpha: float = 0.05  # significance level of the paired tests (after Holm's correction)
     min_effect: float = 0.005  # difference worth detecting (fraction): sizes the power note
+    jobs: int = 1  # units trained at once in local processes (cores shared out among them)
+    ray: str | None = None  # run the units on a Ray cluster: auto, local or host:port
 
     def __post_init__(self) -> None:
         problems = []
@@ -389,6 +391,15 @@ class RunConfig(_Base):
                             f"{self.test_unit!r}.")
         if not (isinstance(self.alpha, float) and 0 < self.alpha < 0.5):
             problems.append(f"alpha must be a float in (0, 0.5); got {self.alpha!r}.")
+        if not (isinstance(self.jobs, int) and not isinstance(self.jobs, bool)
+                and self.jobs >= 1):
+            problems.append(f"jobs must be an int >= 1 (units trained at once); got "
+                            f"{self.jobs!r}.")
+        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()
+                                     or " " in self.ray.strip()):
+            problems.append(f"ray must be auto (the cluster started here with `ray start`), "
+                            f"local (a new Ray instance) or a cluster address such as "
+                            f"10.0.0.5:6379; got {self.ray!r}.")
         if not (isinstance(self.min_effect, (int, float)) and 0 < self.min_effect < 1):
             problems.append(f"min_effect must be a fraction in (0, 1); got "
                             f"{self.min_effect!r}.")

@@ -118,6 +118,11 @@ RUN = Section("", {
                                                "--groups, else runs, else cells), groups, "
                                                "runs or cells."),
     "alpha": _opt(float, "--alpha", help="Significance level (0.05)."),
+    "jobs": _opt(int, "--jobs", "-j", help="Train N units (model x seed x split) at once in "
+                                          "local processes; the cores are shared out."),
+    "ray": _opt(str, "--ray", help="Run the units on a Ray cluster: auto (started here with "
+                                   "`ray start`), local, or its address host:port "
+                                   "(pip install \"cellbench[ray]\")."),
 })
 
 Flags = Mapping[str, Mapping[str, Any]]

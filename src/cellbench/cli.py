@@ -150,7 +150,7 @@ def _exit_if_failed(result: Any) -> None:
 
 
 @app.command()
-@with_options(DATA, SPLIT, TRAIN, RUN.only("seeds"))
+@with_options(DATA, SPLIT, TRAIN, RUN.only("seeds", "jobs", "ray"))
 def train(
     data: DataArg = None, example: Example = False, config: ConfigOpt = None,
     model: ModelOpt = None, out: Out = None,

@@ -127,7 +127,7 @@ def measure(cfg: RunConfig, choices: Sequence[ModelChoice], ds: Dataset,
             display: Display | None) -> Measured:
     """Train ``choices`` on every seed x split (finished units reused) and pool each."""
     units = plan_units(cfg, choices, splits, root)
-    results = run_grid(ds, units, data_cfg, display=display)
+    results = run_grid(ds, units, data_cfg, display=display, jobs=cfg.jobs, ray=cfg.ray)
     out = Measured()
     for choice in choices:
         mine = [r for u, r in zip(units, results, strict=True) if u.choice is choice]

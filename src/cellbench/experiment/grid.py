@@ -34,6 +34,7 @@ from ..models import MODELS, ModelChoice, uses_validation
 from ..report.observer import SILENT, Observer
 from ..report.plots import plot_confusion, plot_curves
 from ..train.trainer import FittedModel, train_model
+from .parallel import run_parallel
 
 __all__ = ["Display", "Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
 
@@ -188,27 +189,64 @@ class Display:
 
 
 def run_grid(ds: Dataset, units: Sequence[Unit], data_cfg: DataConfig,
-             observer: Observer = SILENT, display: Display | None = None) -> list[UnitResult]:
-    """Run ``units`` in order (finished ones reused) with one progress display over all
-    (``display``: a display that outlives this grid, advanced once per unit)."""
+             observer: Observer = SILENT, display: Display | None = None, *, jobs: int = 1,
+             ray: str | None = None) -> list[UnitResult]:
+    """Run ``units`` (finished ones reused) with one progress display over all
+    (``display``: a display that outlives this grid, advanced once per unit).
+
+    ``jobs > 1`` runs the units in that many local processes and ``ray`` on a Ray cluster
+    (:mod:`cellbench.experiment.parallel`); the results come back in ``units``' order.
+    """
     progress = display.progress if display is not None else observer.progress()
     own = display is None and progress is not None
-    results = []
+    results: list[UnitResult | None] = [None] * len(units)
     try:
         if own:
             progress.start()
             display = Display(progress, progress.add_task("models x splits", total=len(units),
                                                           info=""))
-        for unit in units:
-            if display is not None:
-                display.show(f"{unit.choice.label} seed {unit.seed} {unit.split.name}")
-            results.append(run_unit(ds, unit, data_cfg, progress))
-            if display is not None:
-                display.advance()
+        if jobs > 1 or ray is not None:
+            _run_parallel(ds, units, data_cfg, results, display, jobs, ray)
+        else:
+            for i, unit in enumerate(units):
+                if display is not None:
+                    display.show(f"{unit.choice.label} seed {unit.seed} {unit.split.name}")
+                results[i] = run_unit(ds, unit, data_cfg, progress)
+                if display is not None:
+                    display.advance()
     finally:
         if own:
             progress.stop()
-    return results
+    return results  # type: ignore[return-value]
+
+
+def _run_parallel(ds: Dataset, units: Sequence[Unit], data_cfg: DataConfig,
+                  results: list[UnitResult | None], display: Display | None, jobs: int,
+                  ray: str | None) -> None:
+    """Finished units are taken from the run directory here; the others go out at once."""
+    todo = []
+    for i, unit in enumerate(units):
+        results[i] = _reusable(unit)
+        if results[i] is None:
+            todo.append(i)
+        elif display is not None:
+            display.advance()
+    where = f"ray {ray}" if ray is not None else f"{jobs} processes"
+
+    def status(text: str) -> None:
+        if display is not None:
+            display.show(text)
+
+    def done(k: int, result: UnitResult) -> None:
+        results[todo[k]] = result
+        if display is not None:
+            display.show(f"{where}: {units[todo[k]].choice.label} seed {result.seed} "
+                         f"{result.split} done")
+            display.advance()
+
+    status(f"{len(todo)} units on {where}")
+    run_parallel(run_unit, ds, [units[i] for i in todo], data_cfg, jobs=jobs, ray=ray,
+                 done=done, status=status)
 
 
 def runs_of(results: Sequence[UnitResult]) -> list[Run]:

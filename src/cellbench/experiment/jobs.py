@@ -65,7 +65,7 @@ def run_models(cfg: RunConfig, choices: Sequence[ModelChoice], ds: Dataset,
     """Every choice x seed x split under ``root`` (finished units reused), each model pooled,
     and every model tested against ``cfg.reference`` (default: the best)."""
     units = plan_units(cfg, choices, splits, root)
-    results = run_grid(ds, units, cfg.data, observer)
+    results = run_grid(ds, units, cfg.data, observer, jobs=cfg.jobs, ray=cfg.ray)
     models, runs = [], {}
     for choice in choices:
         mine = [r for u, r in zip(units, results, strict=True) if u.choice is choice]

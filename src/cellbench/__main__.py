@@ -1,0 +1,5 @@
+"""``python -m cellbench``: the command line."""
+
+from .cli import main
+
+main()
