@@ -140,3 +140,14 @@ def test_dataset_subset_keeps_classes():
                  classes=["a", "b", "c"])
     sub = ds.subset(np.array([1, 3]))
     assert sub.classes == ["a", "b", "c"] and sub.n_samples == 2
+
+
+def test_stratified_group_folds_that_leave_one_training_group_are_dealt_evenly():
+    # hypothesis found it: stratifying by label put 3 of 4 groups in one test fold, leaving
+    # one group to train on and none to hold out for validation
+    y = np.array([0, 1, 1, 1, 1])
+    groups = np.array(["P3", "P0", "P2", "P1", "P1"])
+    folds = kfold_splits(y, groups, n_splits=2, val_size=0.2, random_state=1)
+    for fold in folds:
+        assert len(np.unique(groups[fold.train])) >= 1 and len(fold.val) > 0
+        _assert_disjoint_groups(fold.parts(), groups)

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -138,14 +139,18 @@ def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
     (KFold over the sorted group ids), the published protocol for sample-wise CV.
     """
     rows = np.arange(len(y))
+    folds: list[np.ndarray] = []
     if _single_label_groups(y, groups):
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=random_state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            try:
-                return [test for _, test in splitter.split(rows, y, groups)]
-            except ValueError:  # every class has fewer rows than folds: deal groups unstratified
-                pass
+            # every class with fewer rows than folds raises: groups are dealt unstratified
+            with contextlib.suppress(ValueError):
+                folds = [test for _, test in splitter.split(rows, y, groups)]
+        # stratifying can pile groups into one fold; a training part left with one group
+        # could not hold out a grouped validation part, so such folds are dealt evenly
+        if folds and all(len(np.unique(np.delete(groups, test))) >= 2 for test in folds):
+            return folds
     ids = np.unique(groups)
     folds = KFold(n_splits, shuffle=True, random_state=random_state).split(ids)
     return [rows[np.isin(groups, ids[test])] for _, test in folds]
