@@ -365,10 +365,11 @@ def report(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="A model.pt written by train or compare.")],
-    data: Annotated[str, typer.Argument(help="Table, FCS file or folder, image, folder of "
-                                        "images or .npz.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV to write "
-                                                "(default: predictions.csv).")] = None,
+    data: Annotated[str, typer.Argument(help="Table, FCS file or folder, .h5ad, image, "
+                                        "folder of images or .npz.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV to write (default: "
+                                                "predictions.csv); for an .h5ad input also "
+                                                "an .h5ad: a copy with the predictions.")] = None,
     dropna: Annotated[bool, typer.Option("--dropna", help="Leave rows with NaN/inf "
                                          "unpredicted instead of failing.")] = False,
     resize: Resize = None,

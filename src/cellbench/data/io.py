@@ -1,7 +1,8 @@
 """Load cytometry tables into a :class:`~cellbench.data.Dataset`.
 
 Sources: CSV/TSV/Parquet files, one FCS file, a folder of FCS files (labels from a sample sheet
-or from one subfolder per class), a pandas DataFrame, or numpy arrays.
+or from one subfolder per class), an AnnData (``.h5ad`` file or object; see ``anndata_io``), a
+pandas DataFrame, or numpy arrays.
 
 >>> import pandas as pd
 >>> from cellbench.data import load_table
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,16 @@ import pandas as pd
 from .._utils import did_you_mean, format_list
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError
 from . import checks
+from .anndata_io import anndata_frame, is_anndata
 from .dataset import Dataset
-from .fcs import read_fcs
+from .fcs import FcsFile, read_fcs
 from .labels import check_labels, check_target_values
 from .sheets import SAMPLE_SHEET_NAMES, read_sample_sheet, sheet_entries
+from .tables import TABLE_SUFFIXES, table_read_errors, table_suffix
 
-__all__ = ["from_arrays", "load_table", "read_frame", "read_sample_sheet"]
+__all__ = ["from_arrays", "iter_fcs_folder", "load_table", "read_frame", "read_sample_sheet"]
 
 TARGET_GUESSES = ("label", "labels", "target", "class", "y", "cell_type", "celltype", "population")
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".parquet": None, ".pq": None,
-                  ".fcs": None}
 
 
 class _Frame:
@@ -59,57 +60,41 @@ class _Frame:
 
 
 def read_frame(source: Any, sample_sheet: str | Path | None = None,
-               require_labels: bool = True) -> _Frame:
+               require_labels: bool = True, layer: str | None = None) -> _Frame:
     """Read ``source`` into a raw table; no column roles are decided here.
 
     A folder of FCS files needs labels (a sample sheet or class subfolders) unless
     ``require_labels`` is False (prediction), when loose files are read as they are.
+    ``layer`` picks the features of an AnnData (default: ``X``).
     """
+    if is_anndata(source):
+        frame, obs_columns = anndata_frame(source, layer)
+        return _Frame(frame, "AnnData", meta=obs_columns)
+    where = "a DataFrame" if isinstance(source, pd.DataFrame) else repr(str(source))
+    if layer is not None and not where.lower().endswith(".h5ad'"):
+        raise InvalidParameterError(f"layer must be None for {where}, which is no AnnData; "
+                                    f"got {layer!r}. Drop it: it picks a layer of an .h5ad.")
     if isinstance(source, pd.DataFrame):
         return _Frame(source, "DataFrame")
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"data path must exist; got {str(path)!r}, which does not. Check the "
-                        "path (relative paths start from the current directory).")
     if path.is_dir():
         return _read_fcs_folder(path, sample_sheet, require_labels)
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz") and len(suffixes) > 1:
-        suffix = suffixes[-2]
-    else:
-        suffix = suffixes[-1] if suffixes else ""
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(
-            f"data file must be CSV, TSV, Parquet or FCS (by its suffix); got {path.name!r}. "
-            f"Rename it with one of {', '.join(sorted(TABLE_SUFFIXES))}, or load it with pandas "
-            "and pass the DataFrame."
-        )
+    suffix = table_suffix(path)
+    if suffix == ".h5ad":
+        frame, obs_columns = anndata_frame(path, layer)
+        return _Frame(frame, str(path), meta=obs_columns)
     if suffix == ".fcs":
         fcs = read_fcs(path)
         return _Frame(fcs.frame, str(path), fcs.aliases, fcs.cytometry)
     if path.stat().st_size == 0:
         raise DataError(f"data file {str(path)!r} must not be empty; got 0 bytes.")
-    try:
+    with table_read_errors(path, suffix):
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
             checks.check_header(path, TABLE_SUFFIXES[suffix])
             frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], encoding="utf-8-sig")
             checks.check_delimiter(frame, path, TABLE_SUFFIXES[suffix])
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"data file {str(path)!r} must hold a header and rows; it holds no "
-                        "columns.") from exc
-    except DataError:
-        raise
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"data file {str(path)!r} must be UTF-8 text; byte {exc.object[exc.start]:#x} at "
-            f"position {exc.start} is not ({exc.reason}). Save it as UTF-8, e.g. "
-            "pandas.read_csv(path, encoding='latin-1').to_csv('cells.csv', index=False)."
-        ) from exc
-    except Exception as exc:  # parsers, decompressors and pyarrow raise many kinds
-        raise DataError(f"data file {str(path)!r} must be a readable {suffix[1:].upper()} "
-                        f"table; reading failed ({type(exc).__name__}: {exc}).") from exc
     if frame.shape[0] == 0:
         raise DataError(f"data file {str(path)!r} must hold at least one row; it has a header "
                         f"({format_list(frame.columns)}) but no rows.")
@@ -118,6 +103,21 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
 
 def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
                      require_labels: bool = True) -> _Frame:
+    frames, aliases, kinds, meta = [], {}, set(), []
+    for frame, fcs, file_meta in iter_fcs_folder(root, sample_sheet, require_labels):
+        frames.append(frame)
+        meta = file_meta
+        aliases.update(fcs.aliases)
+        kinds.add(fcs.cytometry)
+    frame = pd.concat(frames, ignore_index=True)
+    groups = "patient" if "patient" in frame.columns else "sample"
+    return _Frame(frame, str(root), aliases, kinds.pop() if len(kinds) == 1 else None,
+                  target="label" if "label" in frame.columns else None, groups=groups,
+                  meta=meta)
+
+
+def _fcs_entries(root: Path, sample_sheet: str | Path | None,
+                 require_labels: bool) -> tuple[list[tuple[Path, str, str | None]], dict]:
     if sample_sheet is None:
         found = [root / n for n in SAMPLE_SHEET_NAMES if (root / n).is_file()]
         sample_sheet = found[0] if found else None
@@ -148,8 +148,17 @@ def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
                 "files in one subfolder per class (root/<label>/*.fcs) or add a CSV sample "
                 "sheet with columns file,label[,patient] (--sample-sheet)."
             )
-    frames, aliases, kinds, channels = [], {}, set(), None
-    first = None
+    return entries, extras
+
+
+def iter_fcs_folder(root: Path, sample_sheet: str | Path | None = None,
+                    require_labels: bool = True
+                    ) -> Iterator[tuple[pd.DataFrame, FcsFile, list[str]]]:
+    """A folder's FCS files one at a time, in the order they are loaded: (the file's table,
+    the file, the ``meta`` columns added from the folder: label, sample, patient, sheet
+    columns). Every table has the first file's channels, in its order."""
+    entries, extras = _fcs_entries(root, sample_sheet, require_labels)
+    channels, first = None, None
     for i, (file, label, patient) in enumerate(entries):
         fcs = read_fcs(file)
         cols = list(fcs.frame.columns)
@@ -172,17 +181,10 @@ def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
         for col, values in extras.items():
             if col not in frame.columns:
                 frame[col] = values[i]
-        frames.append(frame)
-        aliases.update(fcs.aliases)
-        kinds.add(fcs.cytometry)
-    if not frames:
+        yield frame, fcs, [c for c in ("label", "sample", "patient", *extras)
+                           if c not in channels]
+    if channels is None:
         raise DataError(f"a folder of FCS files must contain .fcs files; {str(root)!r} has none.")
-    frame = pd.concat(frames, ignore_index=True)
-    groups = "patient" if "patient" in frame.columns else "sample"
-    meta = [c for c in ("label", "sample", "patient", *extras) if c not in channels]
-    return _Frame(frame, str(root), aliases, kinds.pop() if len(kinds) == 1 else None,
-                  target="label" if "label" in frame.columns else None, groups=groups,
-                  meta=meta)
 
 
 def _fcs_files(folder: Path) -> list[Path]:
@@ -340,13 +342,15 @@ def load_table(
     split_column: str | None = None,
     sample_sheet: str | Path | None = None,
     cytometry: str | None = None,
+    layer: str | None = None,
 ) -> Dataset:
     """Load a table (or FCS file/folder) into a :class:`Dataset`, checking it on the way.
 
     Parameters
     ----------
-    source : path, DataFrame
-        CSV/TSV/Parquet/FCS file, a folder of FCS files, or a DataFrame.
+    source : path, DataFrame, AnnData
+        CSV/TSV/Parquet/FCS/.h5ad file, a folder of FCS files, a DataFrame or an AnnData
+        (features from ``X``, named by ``var_names``; ``obs`` columns are never features).
     target : str, optional
         Label column. Guessed when exactly one column is named like a label; FCS folders
         take labels from the sample sheet or class subfolders.
@@ -367,13 +371,15 @@ def load_table(
         For FCS folders: CSV with ``file,label[,patient]``.
     cytometry : {"mass", "flow"}, optional
         Instrument kind when known; FCS files are guessed from ``$CYT``.
+    layer : str, optional
+        For an AnnData: features from ``layers[layer]`` instead of ``X``.
 
     Raises
     ------
     DataError
         Missing columns, non-numeric features, NaN/inf without ``dropna``, a single class, ...
     """
-    raw = read_frame(source, sample_sheet)
+    raw = read_frame(source, sample_sheet, layer=layer)
     frame, aliases = raw.frame, raw.aliases
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)

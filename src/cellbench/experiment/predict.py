@@ -1,45 +1,91 @@
-"""The ``predict`` job: labels and probabilities for new cells or images with a saved model."""
+"""The ``predict`` job: labels and probabilities for new cells or images with a saved model.
+
+A table is read, predicted and written in chunks of ``chunk_rows`` rows (2^18 by default), so
+memory is bounded by the chunk, not by the file, for Parquet, CSV/TSV and ``.h5ad`` inputs; a
+folder of FCS files is read one file at a time. The CSV is written to a temporary file beside
+``out`` and renamed onto it at the end. An ``.h5ad`` input can instead be copied with the
+predictions added (``out`` ending in ``.h5ad``); the input is never modified.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._utils import atomic_write_text, format_list
+from .._utils import atomic_path, format_list
+from ..data.anndata_io import PredictionsCopy
 from ..data.images import IMAGE_SUFFIXES, is_image_source, read_images_for_prediction
-from ..data.io import read_frame
+from ..data.stream import TableStream, open_table
 from ..exceptions import DataError, RunDirectoryError
 from ..train.trainer import FittedModel, load_model
 
-__all__ = ["Predictions", "run_predict"]
+__all__ = ["CHUNK_ROWS", "KEEP_ROWS", "Predictions", "run_predict"]
+
+CHUNK_ROWS = 2**18  # rows read, predicted and written at a time
+KEEP_ROWS = 2**18  # Predictions.frame holds every row up to this many (keep_frame=None)
 
 
 @dataclass
 class Predictions:
-    """What ``predict`` made: one row per cell or image, and accuracy where labels exist."""
+    """What ``predict`` made: one row per cell or image, and accuracy where labels exist.
 
-    frame: pd.DataFrame
+    ``frame`` is None when the rows were not kept in memory (more than :data:`KEEP_ROWS`, or
+    ``keep_frame=False``): they are in ``out`` only. ``n_rows`` and ``counts`` (predicted rows
+    per class) are there either way.
+    """
+
+    frame: pd.DataFrame | None
     out: Path | None = None
     accuracy: float | None = None
     accuracy_text: str = ""
     notes: list[str] = field(default_factory=list)  # what makes the predictions suspect
+    n_rows: int = 0
+    counts: dict[Any, int] = field(default_factory=dict)
 
 
-def _notes(fm: FittedModel, predicted: pd.Series) -> list[str]:
+class _Tally:
+    """Rows, predicted classes and agreement with a label column, gathered chunk by chunk."""
+
+    def __init__(self, fm: FittedModel) -> None:
+        self.names = np.array([str(c) for c in fm.classes], dtype=object)
+        self.rows, self.labelled, self.correct = 0, 0, 0
+        self.counts = np.zeros(len(fm.classes), np.int64)
+
+    def add(self, codes: np.ndarray, truth: np.ndarray | None) -> None:
+        done = codes >= 0
+        self.rows += len(codes)
+        self.counts += np.bincount(codes[done], minlength=len(self.counts))
+        if truth is not None:
+            self.labelled += int(done.sum())
+            self.correct += int((truth[done] == self.names[codes[done]]).sum())
+
+    def predictions(self, fm: FittedModel, frame: pd.DataFrame | None,
+                    out: Path | None) -> Predictions:
+        done = Predictions(frame, out, notes=_notes(fm, self.counts), n_rows=self.rows,
+                           counts={c: int(k) for c, k in zip(fm.classes, self.counts,
+                                                             strict=True)})
+        if self.labelled:
+            done.accuracy = self.correct / self.labelled
+        return done
+
+
+def _notes(fm: FittedModel, counts: np.ndarray) -> list[str]:
     """A diverged model, or one class predicted for every row, is said, not hidden."""
     notes = []
     if fm.stop_reason and fm.stop_reason.startswith("diverged"):
         notes.append(f"model {fm.name!r} failed in training ({fm.stop_reason}); its "
                      "predictions mean nothing. Retrain it.")
-    values = predicted.dropna()
-    if len(values) > 1 and len(fm.classes) > 1 and values.nunique() == 1:
-        notes.append(f"every one of the {len(values):,} predicted rows got the same class, "
-                     f"{values.iloc[0]!r}: this model predicts one class for everything, so "
-                     "its labels carry no information about these cells (check its "
-                     "balanced accuracy in the training run).")
+    n = int(counts.sum())
+    if n > 1 and len(fm.classes) > 1 and int((counts > 0).sum()) == 1:
+        notes.append(f"every one of the {n:,} predicted rows got the same class, "
+                     f"{fm.classes[int(np.argmax(counts))]!r}: this model predicts one class "
+                     "for everything, so its labels carry no information about these cells "
+                     "(check its balanced accuracy in the training run).")
     return notes
 
 
@@ -59,19 +105,43 @@ def _predict_images(fm: FittedModel, data: str | Path, resize: int | None) -> tu
 
 
 def _add_predictions(result: pd.DataFrame, fm: FittedModel, proba: np.ndarray,
-                     missing: np.ndarray | None = None) -> pd.DataFrame:
+                     missing: np.ndarray | None = None) -> np.ndarray:
+    """Add ``predicted`` and ``proba_<class>`` columns; return the class codes (-1: none)."""
+    codes = np.nan_to_num(proba).argmax(1)
+    if missing is not None:
+        codes[missing] = -1
     labels = np.asarray(fm.classes, dtype=object)
-    predicted = labels[np.nan_to_num(proba).argmax(1)]
-    result["predicted"] = predicted if missing is None else np.where(missing, None, predicted)
+    result["predicted"] = np.where(codes >= 0, labels[codes], None)
     for k, c in enumerate(fm.classes):
         result[f"proba_{c}"] = proba[:, k]
-    return result
+    return codes
 
 
-def _table_features(fm: FittedModel, data: str | Path, dropna: bool) -> tuple:
-    raw = read_frame(data, require_labels=False)
-    frame = raw.frame
-    lookup = {**dict(raw.aliases.items()), **{c: c for c in frame.columns}}
+def _label_strings(values: pd.Series) -> np.ndarray:
+    """Labels as strings to compare with the classes' (1.0 read as a float is class 1)."""
+    out = values.astype(str).to_numpy(dtype=object)
+    if pd.api.types.is_float_dtype(values):
+        v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        whole = np.isfinite(v) & (np.mod(v, 1) == 0)
+        out[whole] = [str(int(x)) for x in v[whole]]
+    return out
+
+
+@dataclass
+class _Plan:
+    """Which columns of the input a table prediction reads, and what for."""
+
+    features: list[str]  # in the model's order
+    carry: list[str]  # copied into the output (sample, patient)
+    target: str | None  # the training label column, when the data has it
+
+    @property
+    def wanted(self) -> list[str]:
+        return list(dict.fromkeys([*self.features, *self.carry, *filter(None, [self.target])]))
+
+
+def _plan(fm: FittedModel, table: TableStream, data: str | Path) -> _Plan:
+    lookup = {**dict(table.aliases.items()), **{c: c for c in table.columns}}
     reverse = {n: a for a, n in fm.aliases.items()}
     columns, missing = [], []
     for name in fm.feature_names:
@@ -84,50 +154,170 @@ def _table_features(fm: FittedModel, data: str | Path, dropna: bool) -> tuple:
     if missing:
         raise DataError(
             f"data must have the model's feature columns; {str(data)!r} lacks "
-            f"{format_list(missing, 8)}. Its columns: {format_list(list(frame.columns), 12)}."
+            f"{format_list(missing, 8)}. Its columns: {format_list(list(table.columns), 12)}."
         )
+    carry = [c for c in ("sample", "patient") if c in table.columns and c not in columns]
+    return _Plan(columns, carry, fm.target if fm.target in table.columns else None)
+
+
+def _numeric(chunk: pd.DataFrame, columns: list[str], data: str | Path,
+             offset: int) -> np.ndarray:
+    """The feature columns as float32; a value that is no number is named with its row."""
+    block = chunk[columns]
     try:
-        X = frame[columns].apply(pd.to_numeric, errors="raise").to_numpy(np.float32)
+        return block.apply(pd.to_numeric, errors="raise").to_numpy(np.float32, na_value=np.nan)
     except (ValueError, TypeError) as exc:
+        for col in columns:
+            wrong = (pd.to_numeric(block[col], errors="coerce").isna()
+                     & block[col].notna()).to_numpy()
+            if wrong.any():
+                i = int(np.argmax(wrong))
+                raise DataError(
+                    f"feature columns of {str(data)!r} must be numeric; column {col!r} holds "
+                    f"{block[col].iloc[i]!r} in row {offset + i + 1}. Fix or remove that "
+                    "value.") from exc
         raise DataError(f"feature columns of {str(data)!r} must be numeric ({exc}).") from exc
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any() and not dropna:
-        raise DataError(
-            f"feature values must be finite; {int(bad.sum())} rows of {str(data)!r} have NaN "
-            f"or inf (first at row {int(np.argmax(bad)) + 1}). Pass --dropna to leave those "
-            "rows without a prediction."
-        )
-    return frame, columns, X, bad
 
 
-def _write(out: Path, frame: pd.DataFrame) -> None:
+class _CsvOut:
+    """Chunks appended to a temporary CSV beside ``out``, renamed onto it at the end."""
+
+    def __init__(self, out: Path, stack: contextlib.ExitStack) -> None:
+        tmp = stack.enter_context(atomic_path(out))
+        self._fh = stack.enter_context(tmp.open("w", encoding="utf-8", newline=""))
+        self._header = True
+
+    def write(self, result: pd.DataFrame, codes: np.ndarray, proba: np.ndarray) -> None:
+        result.to_csv(self._fh, index=False, header=self._header, lineterminator="\n")
+        self._header = False
+
+
+class _H5adOut:
+    """A copy of the input ``.h5ad`` (beside ``out``, renamed onto it) gaining predictions."""
+
+    def __init__(self, out: Path, data: Path, fm: FittedModel,
+                 stack: contextlib.ExitStack) -> None:
+        tmp = stack.enter_context(atomic_path(out))
+        self._copy = stack.enter_context(PredictionsCopy(data, tmp, fm.classes))
+
+    def write(self, result: pd.DataFrame, codes: np.ndarray, proba: np.ndarray) -> None:
+        self._copy.write(codes, proba)
+
+
+class _NoOut:
+    def write(self, result: pd.DataFrame, codes: np.ndarray, proba: np.ndarray) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _output(out: Path | None, data: Path, fm: FittedModel) -> Any:
+    """Where the rows go; a failing write is said as a problem with ``out``."""
     try:
-        atomic_write_text(out, frame.to_csv(index=False))
-    except OSError as exc:
+        with contextlib.ExitStack() as stack:
+            if out is None:
+                yield _NoOut()
+            elif out.suffix.lower() == ".h5ad":
+                yield _H5adOut(out, data, fm, stack)
+            else:
+                yield _CsvOut(out, stack)
+    except OSError as exc:  # the readers turn theirs into DataError: this is the output
         raise RunDirectoryError(f"--out {str(out)!r} must be a writable file path; writing "
                                 f"failed ({type(exc).__name__}: {exc.strerror or exc}). Pass "
                                 "another --out.") from exc
 
 
-def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None = None, *,
-                dropna: bool = False, resize: int | None = None) -> Predictions:
-    """Predict labels and probabilities for raw rows (table, FCS file or FCS folder) or for
-    images (a file, a folder, an .npz); writes a CSV to ``out`` when given."""
-    out = None if out is None else Path(out)
-    if out is not None and out.is_dir():
+def _predict_chunks(fm: FittedModel, table: TableStream, plan: _Plan, data: Path, sink: Any,
+                    *, dropna: bool, chunk_rows: int,
+                    keep_frame: bool | None) -> tuple[_Tally, pd.DataFrame | None]:
+    tally = _Tally(fm)
+    kept: list[pd.DataFrame] | None = None if keep_frame is False else []
+    offset, n_bad, first_bad = 0, 0, None
+    for chunk in table.chunks(plan.wanted, chunk_rows):
+        X = _numeric(chunk, plan.features, data, offset)
+        bad = ~np.isfinite(X).all(axis=1)
+        if bad.any() and not dropna:  # counted to the end, so the message says how many
+            first_bad = offset + int(np.argmax(bad)) if first_bad is None else first_bad
+            n_bad += int(bad.sum())
+        if first_bad is None:
+            proba = np.full((len(X), len(fm.classes)), np.nan)
+            if (~bad).any():
+                proba[~bad] = fm.predict_proba(X[~bad])
+            result = pd.DataFrame({"row": np.arange(offset + 1, offset + len(X) + 1)})
+            for col in plan.carry:
+                result[col] = chunk[col].to_numpy()
+            codes = _add_predictions(result, fm, proba, missing=bad)
+            sink.write(result, codes, proba)
+            tally.add(codes, None if plan.target is None else _label_strings(chunk[plan.target]))
+            if kept is not None:
+                kept.append(result)
+                if keep_frame is None and offset + len(X) > KEEP_ROWS:
+                    kept = None
+        offset += len(X)
+    if first_bad is not None:
+        raise DataError(
+            f"feature values must be finite; {n_bad} rows of {str(data)!r} have NaN "
+            f"or inf (first at row {first_bad + 1}). Pass --dropna to leave those "
+            "rows without a prediction."
+        )
+    return tally, None if kept is None else pd.concat(kept, ignore_index=True)
+
+
+def _predict_table(fm: FittedModel, data: Path, out: Path | None, *, dropna: bool,
+                   chunk_rows: int, keep_frame: bool | None) -> Predictions:
+    with open_table(data, require_labels=False) as table:
+        plan = _plan(fm, table, data)
+        with _output(out, data, fm) as sink:
+            tally, frame = _predict_chunks(fm, table, plan, data, sink, dropna=dropna,
+                                           chunk_rows=chunk_rows, keep_frame=keep_frame)
+    done = tally.predictions(fm, frame, out)
+    if done.accuracy is not None:
+        done.accuracy_text = (f"the data has a {fm.target!r} column: accuracy "
+                              f"{done.accuracy:.2%} on {tally.labelled} rows")
+    return done
+
+
+def _check_out(out: Path | None, data: Path) -> None:
+    if out is None:
+        return
+    if out.is_dir():
         raise RunDirectoryError(f"--out {str(out)!r} must be a file path for the CSV; it is a "
                                 "folder. Pass e.g. --out predictions.csv.")
-    fm = load_model(model_path)
+    if out.suffix.lower() != ".h5ad":
+        return
+    if data.suffix.lower() != ".h5ad" or data.is_dir():
+        raise DataError(f"--out {str(out)!r} must be a CSV unless the data is an .h5ad file "
+                        f"(then it may be a copy of it with the predictions); the data is "
+                        f"{str(data)!r}. Pass e.g. --out predictions.csv.")
+    if out.exists() and out.resolve() == data.resolve():
+        raise RunDirectoryError(f"--out {str(out)!r} must differ from the input: the input is "
+                                "never modified. Pass e.g. --out predicted.h5ad.")
+
+
+def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None = None, *,
+                dropna: bool = False, resize: int | None = None, chunk_rows: int = CHUNK_ROWS,
+                keep_frame: bool | None = None) -> Predictions:
+    """Predict labels and probabilities for raw rows (table, FCS file or folder, ``.h5ad``) or
+    for images (a file, a folder, an .npz); writes a CSV to ``out`` when given, or for an
+    ``.h5ad`` input and an ``out`` ending in ``.h5ad`` a copy of the input with
+    ``obs["cellbench_predicted"]``, ``obsm["cellbench_proba"]`` and ``uns["cellbench_classes"]``.
+
+    Tables are read ``chunk_rows`` rows at a time. ``keep_frame``: keep every row in
+    ``Predictions.frame`` (True), none (False), or only up to :data:`KEEP_ROWS` rows (None).
+    """
+    out = None if out is None else Path(out)
     path = Path(data)
+    _check_out(out, path)
+    fm = load_model(model_path)
     if is_image_source(path) or path.suffix.lower() in IMAGE_SUFFIXES:
         proba, result, truth = _predict_images(fm, path, resize)
-        result = _add_predictions(result, fm, proba)
-        if out is not None:
-            _write(out, result)
-        done = Predictions(result, out, notes=_notes(fm, result["predicted"]))
-        if truth is not None:
-            done.accuracy = float(np.mean(np.asarray(truth)
-                                          == result["predicted"].astype(str).to_numpy()))
+        codes = _add_predictions(result, fm, proba)
+        with _output(out, path, fm) as sink:
+            sink.write(result, codes, proba)
+        tally = _Tally(fm)
+        tally.add(codes, None if truth is None else np.asarray(truth).astype(str)
+                  .astype(object))
+        done = tally.predictions(fm, result, out)
+        if done.accuracy is not None:
             done.accuracy_text = (f"the images are in class folders: accuracy "
                                   f"{done.accuracy:.2%} on {len(truth)} images")
         return done
@@ -137,23 +327,5 @@ def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None
     if resize is not None:
         raise DataError(f"--resize must not be set for a table; it applies to images, and "
                         f"model {fm.name!r} was trained on a table. Drop --resize.")
-    frame, columns, X, bad = _table_features(fm, data, dropna)
-    proba = np.full((len(X), len(fm.classes)), np.nan)
-    if (~bad).any():
-        proba[~bad] = fm.predict_proba(X[~bad])
-    result = pd.DataFrame({"row": np.arange(1, len(X) + 1)})
-    for col in ("sample", "patient"):
-        if col in frame.columns and col not in columns:
-            result[col] = frame[col].to_numpy()
-    result = _add_predictions(result, fm, proba, missing=bad)
-    if out is not None:
-        _write(out, result)
-    done = Predictions(result, out, notes=_notes(fm, result["predicted"]))
-    if fm.target in frame.columns and (~bad).any():
-        truth = frame[fm.target].astype(str).to_numpy()
-        ok = ~bad
-        done.accuracy = float((truth[ok] == result["predicted"].astype(str).to_numpy()[ok])
-                              .mean())
-        done.accuracy_text = (f"the data has a {fm.target!r} column: accuracy "
-                              f"{done.accuracy:.2%} on {int(ok.sum())} rows")
-    return done
+    return _predict_table(fm, path, out, dropna=dropna, chunk_rows=chunk_rows,
+                          keep_frame=keep_frame)

@@ -294,7 +294,7 @@ def show_predict(result: Any, console: Any) -> None:
     """After ``predict``: where the predictions went, accuracy when labels were there, and a
     warning when every row got the same class."""
     if result.out is not None:
-        console.print(f"wrote {len(result.frame)} predictions to {escape(str(result.out))}")
+        console.print(f"wrote {result.n_rows} predictions to {escape(str(result.out))}")
     if result.accuracy is not None:
         console.print(escape(result.accuracy_text))
     for note in getattr(result, "notes", ()):

@@ -1,0 +1,57 @@
+"""Table files by their suffix: which kind a path is, and what their readers raise, said."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from ..exceptions import DataError
+
+__all__ = ["TABLE_SUFFIXES", "table_read_errors", "table_suffix"]
+
+#: file suffix -> CSV separator (None: not a text table)
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".parquet": None, ".pq": None,
+                  ".fcs": None, ".h5ad": None}
+
+
+def table_suffix(path: Path) -> str:
+    """The table kind of an existing file by its suffix (``.csv.gz`` is ``.csv``), else raise."""
+    if not path.exists():
+        raise DataError(f"data path must exist; got {str(path)!r}, which does not. Check the "
+                        "path (relative paths start from the current directory).")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz") and len(suffixes) > 1:
+        suffix = suffixes[-2]
+    else:
+        suffix = suffixes[-1] if suffixes else ""
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"data file must be CSV, TSV, Parquet or FCS (or AnnData .h5ad), by its suffix; got "
+            f"{path.name!r}. Rename it with one of {', '.join(sorted(TABLE_SUFFIXES))}, or load "
+            "it with pandas and pass the DataFrame."
+        )
+    return suffix
+
+
+@contextlib.contextmanager
+def table_read_errors(path: Path, suffix: str) -> Iterator[None]:
+    """What CSV and Parquet readers raise for ``path``, as a DataError that says what to do."""
+    try:
+        yield
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"data file {str(path)!r} must hold a header and rows; it holds no "
+                        "columns.") from exc
+    except DataError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"data file {str(path)!r} must be UTF-8 text; byte {exc.object[exc.start]:#x} at "
+            f"position {exc.start} is not ({exc.reason}). Save it as UTF-8, e.g. "
+            "pandas.read_csv(path, encoding='latin-1').to_csv('cells.csv', index=False)."
+        ) from exc
+    except Exception as exc:  # parsers, decompressors and pyarrow raise many kinds
+        raise DataError(f"data file {str(path)!r} must be a readable {suffix[1:].upper()} "
+                        f"table; reading failed ({type(exc).__name__}: {exc}).") from exc
