@@ -138,6 +138,8 @@ class DataConfig(_Base):
     cytometry: str | None = None  # 'mass' or 'flow': default arcsinh cofactor 5 or 150
     cofactor: float | None = None  # arcsinh cofactor for every channel (overrides cytometry)
     cofactors: Mapping[str, float] = field(default_factory=dict)  # per-channel cofactors
+    cells_per_sample: int | None = None  # draw N cells of each sample at load time (seeded)
+    subsample_seed: int = 0  # seed of that draw (each sample's draw depends on its name too)
     # images only
     resize: int | None = None  # resize every image to N x N (otherwise sizes must agree)
     skip_bad: bool = False  # skip unreadable image files (with a count) instead of failing
@@ -174,6 +176,11 @@ class DataConfig(_Base):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 problems.append(f"arcsinh cofactor for {name!r} must be a number > 0; "
                                 f"got {value!r}.")
+        if self.cells_per_sample is not None and (
+                isinstance(self.cells_per_sample, bool)
+                or not isinstance(self.cells_per_sample, int) or self.cells_per_sample < 1):
+            problems.append(f"data.cells_per_sample must be an int >= 1 (cells drawn from "
+                            f"each sample) or None; got {self.cells_per_sample!r}.")
         _raise_all("data", problems)
 
     def arcsinh_cofactor(self) -> float:

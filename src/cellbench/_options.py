@@ -65,6 +65,9 @@ DATA = Section("data", {
     "transform": _opt(str, "--transform", help="Preprocessing fitted on train: arcsinh,"
                                                "standardize,quantile (comma-separated, in "
                                                "order)."),
+    "cells_per_sample": _opt(int, "--cells-per-sample", help="Draw N cells of each sample "
+                             "at load time (stratified by label, seeded; --groups names the "
+                             "samples of a table)."),
     "cytometry": _opt(str, "--cytometry", help="mass or flow: arcsinh cofactor 5 or 150."),
     "cofactor": _opt(float, "--cofactor", help="arcsinh cofactor."),
     "resize": _opt(int, "--resize", help="Images: resize all to N x N (bilinear, "

@@ -45,6 +45,7 @@ class Dataset:
     aliases: dict[str, str] = field(default_factory=dict)
     cytometry: str | None = None  # 'mass' / 'flow' when known (FCS $CYT), else None
     issues: list[Any] = field(default_factory=list)  # DataIssue records found while loading
+    drawn: dict[str, Any] | None = None  # what --cells-per-sample kept (cells before/after)
 
     @property
     def n_samples(self) -> int:

@@ -15,7 +15,6 @@ pandas DataFrame, or numpy arrays.
 
 from __future__ import annotations
 
-import fnmatch
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,20 +23,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._utils import did_you_mean, format_list
+from .._utils import format_list
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError
 from . import checks
 from .anndata_io import anndata_frame, is_anndata
+from .columns import (
+    build_dataset,
+    check_numeric,
+    complete_rows,
+    decide_roles,
+    feature_columns,
+    match_labels,
+    warn_unmatched,
+)
 from .dataset import Dataset
 from .fcs import FcsFile, read_fcs
-from .labels import check_labels, check_target_values
+from .labels import check_target_values
 from .sheets import SAMPLE_SHEET_NAMES, read_sample_sheet, sheet_entries
+from .study import is_parquet_folder, load_study
+from .subsample import check_cells_per_sample, draw_cells, subsample_rows
 from .tables import TABLE_SUFFIXES, table_read_errors, table_suffix
 
 __all__ = ["from_arrays", "iter_fcs_folder", "load_table", "read_frame", "read_sample_sheet"]
-
-TARGET_GUESSES = ("label", "labels", "target", "class", "y", "cell_type", "celltype", "population")
-
 
 class _Frame:
     """A raw table plus what its reader knows (aliases, instrument kind, default roles).
@@ -60,11 +67,13 @@ class _Frame:
 
 
 def read_frame(source: Any, sample_sheet: str | Path | None = None,
-               require_labels: bool = True, layer: str | None = None) -> _Frame:
+               require_labels: bool = True, layer: str | None = None,
+               draw: tuple[int, int] | None = None) -> _Frame:
     """Read ``source`` into a raw table; no column roles are decided here.
 
     A folder of FCS files needs labels (a sample sheet or class subfolders) unless
-    ``require_labels`` is False (prediction), when loose files are read as they are.
+    ``require_labels`` is False (prediction), when loose files are read as they are; with
+    ``draw`` = (cells per sample, seed) only the cells drawn from each file are kept.
     ``layer`` picks the features of an AnnData (default: ``X``).
     """
     if is_anndata(source):
@@ -78,7 +87,7 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
         return _Frame(source, "DataFrame")
     path = Path(source)
     if path.is_dir():
-        return _read_fcs_folder(path, sample_sheet, require_labels)
+        return _read_fcs_folder(path, sample_sheet, require_labels, draw)
     suffix = table_suffix(path)
     if suffix == ".h5ad":
         frame, obs_columns = anndata_frame(path, layer)
@@ -102,9 +111,13 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
 
 
 def _read_fcs_folder(root: Path, sample_sheet: str | Path | None,
-                     require_labels: bool = True) -> _Frame:
+                     require_labels: bool = True,
+                     draw: tuple[int, int] | None = None) -> _Frame:
     frames, aliases, kinds, meta = [], {}, set(), []
     for frame, fcs, file_meta in iter_fcs_folder(root, sample_sheet, require_labels):
+        if draw is not None:  # one sample per file, one label per file: a plain draw
+            frame = frame.iloc[draw_cells(len(frame), draw[0], seed=draw[1],
+                                          sample=frame["sample"].iloc[0])]
         frames.append(frame)
         meta = file_meta
         aliases.update(fcs.aliases)
@@ -191,145 +204,6 @@ def _fcs_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".fcs")
 
 
-def _resolve(patterns: Sequence[str], columns: Sequence[str], aliases: dict[str, str],
-             what: str) -> list[str]:
-    """Names or globs (matching column names or aliases) → column names, in table order."""
-    chosen: list[str] = []
-    for pattern in patterns:
-        hits = [c for c in columns if fnmatch.fnmatchcase(c, pattern)]
-        hits += [aliases[a] for a in aliases if fnmatch.fnmatchcase(a, pattern)]
-        if not hits:
-            guess = did_you_mean(pattern, [*columns, *aliases])
-            raise DataError(
-                f"{what} {pattern!r} must name a column; no column matches it."
-                + (f" Did you mean {guess!r}?" if guess else "")
-                + f" Columns: {format_list(columns, 12)}."
-            )
-        chosen.extend(h for h in hits if h not in chosen)
-    order = {c: i for i, c in enumerate(columns)}
-    return sorted(chosen, key=order.__getitem__)
-
-
-def _column(name: str, columns: Sequence[str], aliases: dict[str, str], what: str,
-            flag: str) -> str:
-    if name in columns:
-        return name
-    if name in aliases:
-        return aliases[name]
-    guess = did_you_mean(name, [*columns, *aliases])
-    raise DataError(
-        f"{what} column must be one of the table's columns; got {name!r}."
-        + (f" Did you mean {guess!r}?" if guess else "")
-        + f" Columns: {format_list(columns, 12)}. Pass it with {flag}."
-    )
-
-
-def _guess_target(columns: Sequence[str]) -> str:
-    lowered = {c.lower(): c for c in columns}
-    hits = [lowered[g] for g in TARGET_GUESSES if g in lowered]
-    if len(hits) == 1:
-        return hits[0]
-    raise DataError(
-        "target column must be given; "
-        + (f"several columns could be it ({format_list(hits)})" if hits
-           else "none is named like a label (label, class, target, cell_type, ...)")
-        + f". Pass --target COLUMN; columns are {format_list(columns, 12)}."
-    )
-
-
-def _match_labels(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
-    """Rows whose label equals one of ``wanted`` (strings from the CLI, numbers compared too)."""
-    mask = values.astype(str).isin(set(wanted)).to_numpy()
-    numeric = pd.to_numeric(pd.Series(list(wanted)), errors="coerce").dropna()
-    if len(numeric) and pd.api.types.is_numeric_dtype(values):
-        mask = mask | values.isin(numeric.tolist()).to_numpy()
-    return mask
-
-
-def _warn_unmatched(wanted: Sequence[Any], labels: pd.Series) -> None:
-    """An --exclude-labels value that matches no row is a typo until shown otherwise."""
-    unmatched = [str(v) for v in wanted if not _match_labels(labels, [str(v)]).any()]
-    if unmatched:
-        warnings.warn(f"exclude_labels {format_list(unmatched)} match no row, so nothing was "
-                      f"removed for them; the labels are {format_list(labels.unique(), 8)}.",
-                      CellbenchWarning, stacklevel=4)
-
-
-def _label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
-    if pd.api.types.is_float_dtype(col) and np.all(np.mod(col.to_numpy(), 1) == 0):
-        col = col.astype(np.int64)
-    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        values = col.to_numpy()
-    else:
-        values = col.astype(str).to_numpy()
-    classes, codes = np.unique(values, return_inverse=True)
-    return codes.astype(np.int64), classes.tolist()
-
-
-def _roles(raw: _Frame, columns: list[str], target: str | None, groups: str | None,
-           split_column: str | None) -> tuple[str, str | None, str | None]:
-    """The target, group and split columns: as given (checked, with suggestions), else
-    what the source says (FCS sample sheets), else a guessed label column."""
-    aliases = raw.aliases
-    target = _column(target, columns, aliases, "target", "--target") if target else None
-    target = target or raw.target or _guess_target(columns)
-    group_col = _column(groups, columns, aliases, "groups", "--groups") if groups else None
-    split_col = (_column(split_column, columns, aliases, "split", "--split-column")
-                 if split_column else None)
-    return target, group_col or raw.groups, split_col
-
-
-def _feature_columns(columns: list[str], aliases: dict[str, str], roles: set[str],
-                     features: Sequence[str], drop: Sequence[str]) -> list[str]:
-    """The feature columns: ``features`` (names or globs) or every column without a role."""
-    dropped = set(_resolve(drop, columns, aliases, "drop pattern")) if drop else set()
-    if features:
-        feature_cols = _resolve(features, columns, aliases, "feature")
-        clash = [c for c in feature_cols if c in roles]
-        if clash:
-            raise DataError(f"features must not include the target, group or split column; got "
-                            f"{clash}. Remove them from --features.")
-        feature_cols = [c for c in feature_cols if c not in dropped]
-    else:
-        feature_cols = [c for c in columns if c not in roles and c not in dropped]
-    if not feature_cols:
-        raise DataError(f"at least one feature column must remain; got none after removing "
-                        f"target/groups/drop from {format_list(columns, 12)}.")
-    return feature_cols
-
-
-def _check_numeric(frame: pd.DataFrame, feature_cols: list[str], rows: np.ndarray,
-                   id_like: Sequence[tuple[str, str]]) -> None:
-    problems = checks.non_numeric_features(frame, feature_cols, rows, id_like)
-    if problems:
-        raise DataError("\n".join(problems) if len(problems) == 1 else
-                        f"{len(problems)} feature columns must be numeric:\n  - "
-                        + "\n  - ".join(problems))
-
-
-def _complete_rows(frame: pd.DataFrame, X: np.ndarray, feature_cols: list[str], target: str,
-                   group_col: str | None, rows: np.ndarray, dropna: bool) -> np.ndarray | None:
-    """Rows to keep when some have NaN/inf features or no label or group (``dropna``); None
-    when all are complete. Without ``dropna`` such rows raise, naming where they are."""
-    bad_label = frame[target].isna().to_numpy()
-    bad_x = ~np.isfinite(X)
-    bad_rows = bad_x.any(axis=1) | bad_label
-    bad_group = frame[group_col].isna().to_numpy() if group_col else np.zeros_like(bad_label)
-    bad_rows |= bad_group
-    if not bad_rows.any():
-        return None
-    message = checks.describe_missing(X, bad_x, bad_label, feature_cols, target, rows)
-    if bad_group.any():
-        message += (f" Group column {group_col!r} is empty in {int(bad_group.sum())} rows "
-                    f"(first at row {rows[np.argmax(bad_group)] + 1}).")
-    if not dropna:
-        raise DataError(message + f" Pass --dropna (dropna=True) to drop the "
-                        f"{int(bad_rows.sum())} affected rows, or fill them first.")
-    warnings.warn(f"Dropped {int(bad_rows.sum())} of {len(frame)} rows: {message}",
-                  CellbenchWarning, stacklevel=3)
-    return ~bad_rows
-
-
 def load_table(
     source: Any,
     *,
@@ -343,6 +217,8 @@ def load_table(
     sample_sheet: str | Path | None = None,
     cytometry: str | None = None,
     layer: str | None = None,
+    cells_per_sample: int | None = None,
+    subsample_seed: int = 0,
 ) -> Dataset:
     """Load a table (or FCS file/folder) into a :class:`Dataset`, checking it on the way.
 
@@ -373,13 +249,26 @@ def load_table(
         Instrument kind when known; FCS files are guessed from ``$CYT``.
     layer : str, optional
         For an AnnData: features from ``layers[layer]`` instead of ``X``.
+    cells_per_sample : int, optional
+        Keep ``n`` cells of each sample (the ``groups`` column, an FCS or Parquet file of a
+        folder), stratified by label and seeded (:mod:`cellbench.data.subsample`).
+    subsample_seed : int
+        Seed of that draw.
 
     Raises
     ------
     DataError
         Missing columns, non-numeric features, NaN/inf without ``dropna``, a single class, ...
     """
-    raw = read_frame(source, sample_sheet, layer=layer)
+    check_cells_per_sample(cells_per_sample)
+    if is_parquet_folder(source):
+        return load_study(source, target=target, groups=groups, features=features, drop=drop,
+                          exclude_labels=exclude_labels, dropna=dropna,
+                          split_column=split_column, cytometry=cytometry,
+                          cells_per_sample=cells_per_sample, subsample_seed=subsample_seed)
+    fcs_folder = isinstance(source, (str, Path)) and Path(source).is_dir()
+    draw = (cells_per_sample, subsample_seed) if cells_per_sample else None
+    raw = read_frame(source, sample_sheet, layer=layer, draw=draw if fcs_folder else None)
     frame, aliases = raw.frame, raw.aliases
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)
@@ -387,46 +276,59 @@ def load_table(
         dup = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"column names must be unique; got duplicates {dup} in {raw.source}.")
 
-    target, group_col, split_col = _roles(raw, columns, target, groups, split_column)
+    target, group_col, split_col = decide_roles(columns, aliases, target, groups, split_column,
+                                                  raw.target, raw.groups)
     rows = np.arange(len(frame))  # original positions, for messages after filtering
     if len(exclude_labels):
         frame_before = frame[target]
-        keep = ~_match_labels(frame[target], [str(v) for v in exclude_labels])
+        keep = ~match_labels(frame[target], [str(v) for v in exclude_labels])
         if not keep.any():
             raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
                             f"removes all {len(frame)}.")
         frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
-        _warn_unmatched(exclude_labels, frame_before)
+        warn_unmatched(exclude_labels, frame_before)
 
+    drawn = None
+    if cells_per_sample:
+        frame, rows, drawn = _subsample(frame, rows, target, group_col, cells_per_sample,
+                                        subsample_seed, fcs_folder)
     check_target_values(frame[target], target)
     roles = {c for c in (target, group_col, split_col, *raw.meta) if c}
-    feature_cols = _feature_columns(columns, aliases, roles, features, drop)
+    feature_cols = feature_columns(columns, aliases, roles, features, drop)
 
     id_like = [] if group_col else checks.id_like_columns(
         frame, [c for c in columns if c not in (target, split_col)])
-    _check_numeric(frame, feature_cols, rows, id_like)
+    check_numeric(frame, feature_cols, rows, id_like)
     checks.check_float32_range(frame, feature_cols, rows)
 
     X = frame[feature_cols].to_numpy(dtype=np.float32)
-    keep = _complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)
+    keep = complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)
     if keep is not None:
         frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
 
-    y, classes = _label_values(frame[target])
-    group_values = frame[group_col].to_numpy() if group_col else None
-    split_values = None
-    if split_col:
-        split_values = checks.normalize_split_column(frame[split_col], split_col, rows)
-
-    ds = Dataset(X=np.ascontiguousarray(X), y=y, classes=classes, feature_names=feature_cols,
-                 groups=group_values, split=split_values, target=target, group_name=group_col,
-                 source=raw.source, cytometry=cytometry or raw.cytometry,
-                 aliases={a: n for a, n in aliases.items() if n in feature_cols})
-    confounded = [c for c, _ in id_like if c in frame.columns
-                  and (frame.groupby(frame[target].astype(str))[c].nunique() == 1).all()]
-    ds.issues = checks.check_dataset(ds, id_like=id_like, confounded=confounded)
-    ds.issues += check_labels(ds, confounded)
+    ds = build_dataset(frame, X, feature_cols, target, group_col, split_col, rows,
+                       source=raw.source, cytometry=cytometry or raw.cytometry,
+                       aliases=aliases, id_like=id_like)
+    ds.drawn = drawn
     return ds
+
+
+def _subsample(frame: pd.DataFrame, rows: np.ndarray, target: str, group_col: str | None,
+               n: int, seed: int, drawn_already: bool) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """``n`` cells of each sample (an FCS folder's files were drawn as they were read)."""
+    if group_col is None:
+        raise DataError(
+            f"cells_per_sample needs to know each cell's sample; got {n} with no sample "
+            "column. Pass --groups COLUMN (the sample or patient id), or load a folder of "
+            "files (one per sample).")
+    samples = frame[group_col].to_numpy()
+    before = len(frame)
+    if not drawn_already:
+        keep = subsample_rows(samples, frame[target].to_numpy(), n, seed)
+        frame, rows = frame.iloc[keep].reset_index(drop=True), rows[keep]
+    return frame, rows, {"cells_per_sample": n, "samples": len(pd.unique(samples)),
+                         "cells_in_study": None if drawn_already else before,
+                         "cells_drawn": len(frame)}
 
 
 def from_arrays(X: Any, y: Any, groups: Any = None, feature_names: Sequence[str] | None = None,

@@ -27,6 +27,7 @@ from . import checks
 from .anndata_io import H5adFile
 from .fcs import read_fcs
 from .io import iter_fcs_folder
+from .study import is_parquet_folder, open_study
 from .tables import TABLE_SUFFIXES, table_read_errors, table_suffix
 
 __all__ = ["TableStream", "open_table"]
@@ -91,6 +92,8 @@ def open_table(source: str | Path, sample_sheet: str | Path | None = None,
     ``.h5ad`` layer instead of ``X``.
     """
     path = Path(source)
+    if is_parquet_folder(path):
+        return _parquet_folder(path)
     if path.is_dir():
         return _fcs_folder(path, sample_sheet, require_labels)
     suffix = table_suffix(path)
@@ -129,6 +132,23 @@ def _parquet(path: Path, suffix: str) -> TableStream:
                 yield batch.to_pandas()
 
     return TableStream(str(path), names, chunks, close=parquet.close)
+
+
+def _parquet_folder(root: Path) -> TableStream:
+    """A study: its files in order, each a sample (named in a ``sample`` column)."""
+    study = open_study(root)
+    named = "sample" in study.columns
+
+    def chunks(columns: list[str], n: int) -> Iterator[pd.DataFrame]:
+        own = [c for c in columns if named or c != "sample"]
+        for path in study.files:
+            with _parquet(path, path.suffix.lower()) as part:
+                for chunk in part.chunks(own, n):
+                    if not named and "sample" in columns:
+                        chunk["sample"] = path.stem
+                    yield chunk
+
+    return TableStream(str(root), [*study.columns, *([] if named else ["sample"])], chunks)
 
 
 def _csv(path: Path, suffix: str) -> TableStream:

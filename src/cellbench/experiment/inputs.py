@@ -62,7 +62,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if is_image_source(cfg.path):
         table_only = [name for name, value in (("features", cfg.features), ("drop", cfg.drop),
                                                ("split_column", cfg.split_column),
-                                               ("target", cfg.target)) if value]
+                                               ("target", cfg.target),
+                                               ("cells_per_sample", cfg.cells_per_sample))
+                      if value]
         if table_only:
             raise InvalidParameterError(
                 f"{', '.join(table_only)} must not be set for image data; they apply to "
@@ -89,7 +91,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     ds = load_table(cfg.path, target=cfg.target, groups=cfg.groups, features=cfg.features,
                     drop=cfg.drop, exclude_labels=cfg.exclude_labels, dropna=cfg.dropna,
                     split_column=cfg.split_column, sample_sheet=cfg.sample_sheet,
-                    cytometry=cfg.cytometry)
+                    cytometry=cfg.cytometry, cells_per_sample=cfg.cells_per_sample,
+                    subsample_seed=cfg.subsample_seed)
     ds.issues = [*ds.issues, *checks.check_scale(ds, cfg.transform)]
     return ds
 
@@ -124,4 +127,5 @@ def data_summary(ds: Dataset, splits: Sequence[Split], issues: Sequence[Any]) ->
                 if ds.groups is not None else None),
         splits=[{"name": s.name, "grouped": s.grouped, **s.sizes()} for s in splits],
         issues=[i.to_dict() for i in issues],
+        extra={"subsample": ds.drawn} if ds.drawn else {},
     )

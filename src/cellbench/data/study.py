@@ -1,0 +1,196 @@
+"""A study as a folder of Parquet files, one per sample, read into one float32 array.
+
+Real studies hold hundreds of files of 10^5-10^6 cells each. The folder is read file by
+file through pyarrow: only the columns the job needs (features, label, sample columns), and
+with ``cells_per_sample`` only the drawn cells of each file are kept
+(:mod:`cellbench.data.subsample`), so memory holds one file's columns plus the result. The
+features go straight into one preallocated float32 array, never through a pandas copy of
+the whole table.
+
+Each file is a sample: its cells get the file's name (without suffix) in a ``sample``
+column unless the files carry a column of that name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._utils import format_list
+from ..exceptions import DataError
+from .columns import (
+    build_dataset,
+    complete_rows,
+    decide_roles,
+    feature_columns,
+    match_labels,
+    warn_unmatched,
+)
+from .dataset import Dataset
+from .labels import check_target_values
+from .subsample import check_cells_per_sample, draw_cells
+
+__all__ = ["PARQUET_SUFFIXES", "StudyFiles", "is_parquet_folder", "load_study", "open_study"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _parquet_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir()
+                  if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
+
+
+def is_parquet_folder(path: object) -> bool:
+    """A folder that holds Parquet files (and no FCS files)."""
+    if not isinstance(path, (str, Path)):
+        return False
+    root = Path(path)
+    return root.is_dir() and bool(_parquet_files(root)) and not any(
+        p.suffix.lower() == ".fcs" for p in root.iterdir())
+
+
+@dataclass
+class StudyFiles:
+    """The Parquet files of a study, their shared columns and their sizes (from metadata)."""
+
+    root: Path
+    files: list[Path]
+    columns: list[str]
+    rows: list[int]  # rows per file
+    not_numeric: dict[str, Path]  # column -> a file where its type is not numeric
+
+    def read(self, features: list[str], meta: list[str], cells_per_sample: int | None,
+             seed: int, strata: str | None) -> tuple[np.ndarray, pd.DataFrame]:
+        """Features as one float32 array and the ``meta`` columns (plus ``sample``) as a
+        frame, with ``cells_per_sample`` cells drawn from each file (stratified by the
+        ``strata`` column when given)."""
+        import pyarrow.parquet as pq
+
+        bad = [c for c in features if c in self.not_numeric]
+        if bad:
+            raise DataError(f"feature columns must be numeric; {format_list(bad)} of "
+                            f"{str(self.not_numeric[bad[0]])!r} "
+                            f"{'is' if len(bad) == 1 else 'are'} not. Drop "
+                            f"{'it' if len(bad) == 1 else 'them'} (--drop) or pick the "
+                            "features (--features).")
+        keep = [min(n, cells_per_sample) if cells_per_sample else n for n in self.rows]
+        X = np.empty((sum(keep), len(features)), dtype=np.float32)
+        parts, start = [], 0
+        own_meta = [c for c in meta if c in self.columns]
+        for path, n, k in zip(self.files, self.rows, keep, strict=True):
+            pf = pq.ParquetFile(path)
+            rows = None
+            if k < n:
+                labels = (pf.read(columns=[strata]).column(0).to_numpy(zero_copy_only=False)
+                          if strata else None)
+                rows = draw_cells(n, k, labels=labels, seed=seed, sample=path.stem)
+            table = pf.read(columns=[*features, *own_meta])
+            if rows is not None:
+                table = table.take(rows)
+            for j, name in enumerate(features):
+                X[start:start + k, j] = table.column(name).to_numpy(zero_copy_only=False)
+            part = table.select(own_meta).to_pandas() if own_meta else pd.DataFrame(
+                index=range(k))
+            if "sample" not in part.columns:
+                part["sample"] = path.stem
+            parts.append(part)
+            start += k
+            del table
+        frame = pd.concat(parts, ignore_index=True)
+        frame["sample"] = frame["sample"].astype("category")
+        return X, frame
+
+
+def open_study(root: str | Path) -> StudyFiles:
+    """The study's files and columns, from their Parquet footers only (no rows read).
+
+    Raises
+    ------
+    DataError
+        A file is unreadable or empty, or the files do not share their columns.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    files = _parquet_files(root)
+    if not files:
+        raise DataError(f"a study folder must hold .parquet files; {str(root)!r} has none.")
+    columns: list[str] | None = None
+    rows: list[int] = []
+    not_numeric: dict[str, Path] = {}
+    for path in files:
+        try:
+            schema = pq.read_schema(path)
+            n = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # pyarrow raises several kinds on damaged files
+            raise DataError(f"Parquet file {str(path)!r} must be readable; reading its footer "
+                            f"failed ({type(exc).__name__}: {exc}). Re-export it, or move it "
+                            "out of the folder.") from exc
+        if n == 0:
+            raise DataError(f"Parquet file {str(path)!r} must hold cells; it has 0 rows. "
+                            "Remove it from the folder.")
+        names = [str(c) for c in schema.names if not str(c).startswith("__index_level_")]
+        for f in schema:
+            if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+                    or pa.types.is_boolean(f.type)):
+                not_numeric.setdefault(str(f.name), path)
+        if columns is None:
+            columns = names
+        elif set(names) != set(columns):
+            missing = sorted(set(columns) - set(names))
+            extra = sorted(set(names) - set(columns))
+            raise DataError(
+                f"Parquet files of a study must share their columns; {path.name!r} differs "
+                f"from {files[0].name!r}: missing {missing}, extra {extra}. Re-export them "
+                "with the same panel, or move the odd file out of the folder.")
+        rows.append(int(n))
+    return StudyFiles(root, files, columns or [], rows, not_numeric)
+
+
+def load_study(root: str | Path, *, target: str | None = None, groups: str | None = None,
+               features: Sequence[str] = (), drop: Sequence[str] = (),
+               exclude_labels: Sequence[Any] = (), dropna: bool = False,
+               split_column: str | None = None, cytometry: str | None = None,
+               cells_per_sample: int | None = None, subsample_seed: int = 0) -> Dataset:
+    """Load a folder of Parquet files (one per sample) as :func:`~cellbench.data.load_table`
+    loads one table; groups default to the ``sample`` of each cell (its file)."""
+    check_cells_per_sample(cells_per_sample)
+    study = open_study(root)
+    columns = [*study.columns, *([] if "sample" in study.columns else ["sample"])]
+    target, group_col, split_col = decide_roles(columns, {}, target, groups, split_column,
+                                                default_groups="sample")
+    roles = {c for c in (target, group_col, split_col, "sample") if c}
+    feature_cols = feature_columns(columns, {}, roles, features, drop)
+    meta = [c for c in dict.fromkeys((target, group_col, split_col)) if c]
+    X, frame = study.read(feature_cols, meta, cells_per_sample, subsample_seed, strata=target)
+    rows = np.arange(len(frame))
+    if len(exclude_labels):
+        keep = ~match_labels(frame[target], [str(v) for v in exclude_labels])
+        if not keep.any():
+            raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
+                            f"removes all {len(frame)}.")
+        warn_unmatched(exclude_labels, frame[target])
+        frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
+    check_target_values(frame[target], target)
+    keep = complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)
+    if keep is not None:
+        frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
+    ds = build_dataset(frame, X, feature_cols, target, group_col, split_col, rows,
+                       source=str(root), cytometry=cytometry, aliases={})
+    ds.drawn = _drawn(study, cells_per_sample)
+    return ds
+
+
+def _drawn(study: StudyFiles, n: int | None) -> dict[str, Any] | None:
+    """What the subsampling kept, for ``data.json``."""
+    if n is None:
+        return None
+    return {"cells_per_sample": n, "samples": len(study.files),
+            "cells_in_study": int(sum(study.rows)),
+            "cells_drawn": int(sum(min(r, n) for r in study.rows))}
