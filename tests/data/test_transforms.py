@@ -65,3 +65,41 @@ def test_bad_settings_and_use_before_fit():
     pre = Preprocessor().fit(np.ones((3, 2), np.float32), ["a", "b"])
     with pytest.raises(InvalidParameterError, match=r"X must have 2 columns \(a, b\); got shape"):
         pre.transform(np.ones((3, 3)))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """The chunked path of a large table, taken on a small one."""
+    from cellbench.data import transforms
+
+    monkeypatch.setattr(transforms, "LARGE_ROWS", 500)
+    monkeypatch.setattr(transforms, "CHUNK_ROWS", 1024)
+
+
+@pytest.mark.parametrize("steps", [("standardize",), ("arcsinh", "standardize"), ("arcsinh",)])
+def test_chunked_statistics_and_transform_equal_the_whole_table(small_chunks, steps):
+    rng = np.random.default_rng(1)
+    X = (rng.lognormal(size=(6000, 7)) * 40).astype(np.float32)
+    rows = np.sort(rng.choice(len(X), 4500, replace=False))
+    whole = Preprocessor(steps).fit(X[rows], list("abcdefg"))
+    chunked = Preprocessor(steps).fit(X, list("abcdefg"), rows=rows)
+    np.testing.assert_allclose(chunked.mean_, whole.mean_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(chunked.scale_, whole.scale_, rtol=1e-6)
+    np.testing.assert_array_equal(chunked.transform_rows(X, rows), chunked.transform(X[rows]))
+
+
+def test_a_large_table_is_fitted_and_transformed_without_full_size_copies(small_chunks):
+    import tracemalloc
+
+    X = np.random.default_rng(2).normal(size=(100_000, 20)).astype(np.float32)  # 8 MB
+    rows = np.arange(len(X))
+    pre = Preprocessor(("arcsinh", "standardize"))
+    tracemalloc.start()
+    pre.fit(X, [f"m{i}" for i in range(20)], rows=rows)
+    _, fit_peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    out = pre.transform_rows(X, rows)
+    _, transform_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert fit_peak < X.nbytes / 8  # a few chunks, never the rows (let alone in float64)
+    assert transform_peak < out.nbytes + X.nbytes / 8  # the output and a few chunks

@@ -32,6 +32,7 @@ __all__ = [
     "check_scale",
     "check_split_duplicates",
     "id_like_columns",
+    "row_hashes",
 ]
 
 ID_NAME = re.compile(
@@ -354,6 +355,24 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
             seen[g] = part
 
 
+def row_hashes(X: np.ndarray, rows: np.ndarray | None = None,
+               labels: np.ndarray | None = None, chunk: int = 1 << 17) -> np.ndarray:
+    """A 64-bit hash of each row of ``X`` (of ``X[rows]``), with its label when given.
+
+    Hashed in chunks of rows, so memory stays bounded however long the table; a row's hash
+    does not depend on the chunking (pandas hashes each row from its own values).
+    """
+    n = len(X) if rows is None else len(rows)
+    out = np.empty(n, np.uint64)
+    for start in range(0, n, chunk):
+        index = slice(start, start + chunk) if rows is None else rows[start:start + chunk]
+        part = pd.DataFrame(X[index], copy=False)
+        if labels is not None:
+            part["__label__"] = labels[index]
+        out[start:start + len(part)] = pd.util.hash_pandas_object(part, index=False).to_numpy()
+    return out
+
+
 def check_split_duplicates(X: np.ndarray, train: np.ndarray, test: np.ndarray,
                            name: str = "test", grouped: bool = False,
                            threshold: float = 0.001, y: np.ndarray | None = None
@@ -369,14 +388,8 @@ def check_split_duplicates(X: np.ndarray, train: np.ndarray, test: np.ndarray,
     if X.ndim != 2 or len(train) == 0 or len(test) == 0:
         return issues
 
-    def frame(index: np.ndarray) -> pd.DataFrame:
-        out = pd.DataFrame(X[index])
-        if y is not None:
-            out["__label__"] = y[index]
-        return out
-
-    h_train = pd.util.hash_pandas_object(frame(train), index=False).to_numpy()
-    h_test = pd.util.hash_pandas_object(frame(test), index=False).to_numpy()
+    h_train = row_hashes(X, train, y)
+    h_test = row_hashes(X, test, y)
     shared = np.isin(h_test, h_train)
     if not shared.any():
         return issues

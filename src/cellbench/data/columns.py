@@ -94,6 +94,16 @@ def warn_unmatched(wanted: Sequence[Any], labels: pd.Series) -> None:
 
 
 def label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """Class codes ``0 .. K-1`` and the sorted class labels of a label column."""
+    if isinstance(col.dtype, pd.CategoricalDtype) and not pd.api.types.is_numeric_dtype(
+            col.cat.categories):  # a study's labels: no string per cell is made
+        names = np.asarray(col.cat.categories.astype(str), dtype=object)
+        codes = col.cat.codes.to_numpy()
+        present = np.unique(codes)
+        order = np.argsort(names[present].astype(str), kind="stable")
+        remap = np.full(len(names), -1, np.int64)
+        remap[present[order]] = np.arange(len(present))
+        return remap[codes], names[present[order]].tolist()
     if pd.api.types.is_float_dtype(col) and np.all(np.mod(col.to_numpy(), 1) == 0):
         col = col.astype(np.int64)
     if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
@@ -177,6 +187,8 @@ def build_dataset(frame: pd.DataFrame, X: np.ndarray, feature_cols: list[str], t
     ``rows[i]``), with the data checks' issues attached."""
     y, classes = label_values(frame[target])
     group_values = frame[group_col].to_numpy() if group_col else None
+    if group_col and isinstance(frame[group_col].dtype, pd.CategoricalDtype):
+        group_values = group_values.astype(str)  # fixed-width: sorted far faster than objects
     split_values = None
     if split_col:
         split_values = checks.normalize_split_column(frame[split_col], split_col, rows)

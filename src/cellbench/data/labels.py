@@ -17,7 +17,7 @@ import pandas as pd
 
 from .._utils import format_list
 from ..exceptions import CellbenchWarning, DataError
-from .checks import DataIssue
+from .checks import DataIssue, row_hashes
 from .dataset import Dataset
 
 __all__ = ["check_class_is_not_group", "check_labels", "check_target_values",
@@ -154,7 +154,11 @@ def check_label_conflicts(ds: Dataset, issues: list[DataIssue] | None = None
     issues = [] if issues is None else issues
     if ds.X.ndim != 2 or ds.n_samples < 2:
         return issues
-    h = pd.util.hash_pandas_object(pd.DataFrame(ds.X), index=False).to_numpy()
+    h = row_hashes(ds.X)
+    order = np.lexsort((ds.y, h))  # equal rows side by side, their labels sorted
+    hs, ys = h[order], ds.y[order]
+    if not np.any((hs[1:] == hs[:-1]) & (ys[1:] != ys[:-1])):
+        return issues  # no row shares its values with a row of another class
     pairs = pd.DataFrame({"h": h, "y": ds.y}).value_counts()
     labels_per_row = pairs.groupby(level="h").size()
     clashing = labels_per_row.index[labels_per_row > 1]

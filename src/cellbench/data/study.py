@@ -69,6 +69,7 @@ class StudyFiles:
         """Features as one float32 array and the ``meta`` columns (plus ``sample``) as a
         frame, with ``cells_per_sample`` cells drawn from each file (stratified by the
         ``strata`` column when given)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         bad = [c for c in features if c in self.not_numeric]
@@ -82,28 +83,45 @@ class StudyFiles:
         X = np.empty((sum(keep), len(features)), dtype=np.float32)
         parts, start = [], 0
         own_meta = [c for c in meta if c in self.columns]
+        pool = pa.default_memory_pool()
         for path, n, k in zip(self.files, self.rows, keep, strict=True):
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, pre_buffer=False)
             rows = None
             if k < n:
-                labels = (pf.read(columns=[strata]).column(0).to_numpy(zero_copy_only=False)
-                          if strata else None)
+                labels = None if not strata else pf.read(
+                    columns=[strata], use_threads=False).column(0).to_numpy(zero_copy_only=False)
                 rows = draw_cells(n, k, labels=labels, seed=seed, sample=path.stem)
-            table = pf.read(columns=[*features, *own_meta])
+            table = pf.read(columns=[*features, *own_meta], use_threads=False)
             if rows is not None:
                 table = table.take(rows)
             for j, name in enumerate(features):
                 X[start:start + k, j] = table.column(name).to_numpy(zero_copy_only=False)
-            part = table.select(own_meta).to_pandas() if own_meta else pd.DataFrame(
-                index=range(k))
+            part = _meta_frame(table, own_meta, k)
             if "sample" not in part.columns:
                 part["sample"] = path.stem
             parts.append(part)
             start += k
             del table
+            pool.release_unused()  # a file's buffers back to the system before the next
         frame = pd.concat(parts, ignore_index=True)
         frame["sample"] = frame["sample"].astype("category")
         return X, frame
+
+
+def _meta_frame(table: Any, columns: list[str], n: int) -> pd.DataFrame:
+    """The label/group columns of a file; text as categories (one string per value, not
+    one per cell)."""
+    import pyarrow as pa
+
+    if not columns:
+        return pd.DataFrame(index=range(n))
+    out = {}
+    for name in columns:
+        col = table.column(name)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = col.dictionary_encode()
+        out[name] = col.to_pandas()
+    return pd.DataFrame(out)
 
 
 def open_study(root: str | Path) -> StudyFiles:

@@ -19,7 +19,7 @@ Steps run in the given order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,11 @@ __all__ = ["IMAGE_NORMS", "ImageNormalizer", "PixelFeatures", "Preprocessor",
            "preprocessor_from_state"]
 
 N_QUANTILES = 1000
+
+
+#: above this many training rows, statistics and transforms go a chunk of rows at a time
+LARGE_ROWS = 1 << 20
+CHUNK_ROWS = 1 << 16
 
 
 class Preprocessor:
@@ -72,8 +77,13 @@ class Preprocessor:
         self.aliases = dict(aliases or {})
         self.fitted_ = False
 
-    def fit(self, X: np.ndarray, feature_names: Sequence[str]) -> Preprocessor:
-        """Learn the statistics of each step from training rows ``X``."""
+    def fit(self, X: np.ndarray, feature_names: Sequence[str],
+            rows: np.ndarray | None = None) -> Preprocessor:
+        """Learn the statistics of each step from training rows ``X`` (``X[rows]``).
+
+        Above :data:`LARGE_ROWS` training rows (and without the quantile step) the
+        statistics are summed in chunks of rows, so no copy of the training rows is made.
+        """
         X = np.asarray(X, dtype=np.float32)
         names = list(feature_names)
         if X.ndim != 2 or X.shape[1] != len(names):
@@ -97,7 +107,11 @@ class Preprocessor:
         self.mean_ = np.zeros(len(names), np.float32)
         self.scale_ = np.ones(len(names), np.float32)
         self.quantiles_ = np.zeros((0, len(names)), np.float32)
-        Z = X
+        if rows is not None and len(rows) > LARGE_ROWS and "quantile" not in self.steps:
+            self._fit_in_chunks(X, rows)
+            self.fitted_ = True
+            return self
+        Z = X if rows is None else X[rows]
         for step in self.steps:
             if step == "standardize":
                 self.mean_ = Z.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -126,6 +140,37 @@ class Preprocessor:
         for step in self.steps:
             X = self._apply(step, X)
         return np.ascontiguousarray(X, dtype=np.float32)
+
+    def transform_rows(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``transform(X[rows])``, made a chunk of rows at a time (the same values, without a
+        copy of the raw rows nor full-size temporaries)."""
+        out = np.empty((len(rows), X.shape[1]), np.float32)
+        for start in range(0, len(rows), CHUNK_ROWS):
+            out[start:start + CHUNK_ROWS] = self.transform(X[rows[start:start + CHUNK_ROWS]])
+        return out
+
+    def _chunks(self, X: np.ndarray, rows: np.ndarray, steps: Sequence[str]
+                ) -> Iterator[np.ndarray]:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            Z = np.asarray(X[rows[start:start + CHUNK_ROWS]], dtype=np.float32)
+            for step in steps:
+                Z = self._apply(step, Z)
+            yield Z
+
+    def _fit_in_chunks(self, X: np.ndarray, rows: np.ndarray) -> None:
+        """Each step's statistics over the rows after the steps before it, in two passes
+        of float64 sums (mean, then squared deviations) per standardize step."""
+        done: list[str] = []
+        for step in self.steps:
+            if step == "standardize":
+                total = sum(Z.sum(axis=0, dtype=np.float64) for Z in self._chunks(X, rows, done))
+                mean = total / len(rows)
+                squares = sum(np.square(Z - mean).sum(axis=0)
+                              for Z in self._chunks(X, rows, done))
+                std = np.sqrt(squares / len(rows)).astype(np.float32)
+                self.mean_ = mean.astype(np.float32)
+                self.scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
+            done.append(step)
 
     def fit_transform(self, X: np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
         return self.fit(X, feature_names).transform(X)

@@ -345,9 +345,9 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
     train, val = split.train, split.val
     y_train, y_val = ds.y[train], (ds.y[val] if len(val) else None)
     if ds.kind == "table":
-        pre: Any = make_preprocessor(data_cfg, ds).fit(ds.X[train], ds.feature_names)
-        X_val = pre.transform(ds.X[val]) if len(val) else None
-        return pre, (pre.transform(ds.X[train]), y_train), (X_val, y_val), None
+        pre: Any = make_preprocessor(data_cfg, ds).fit(ds.X, ds.feature_names, rows=train)
+        X_val = pre.transform_rows(ds.X, val) if len(val) else None
+        return pre, (pre.transform_rows(ds.X, train), y_train), (X_val, y_val), None
     if spec.family == "nn":
         pre = ImageNormalizer(data_cfg.image_norm).fit(ds.X[train])
         issue = pre.pixel_scale_issue()
