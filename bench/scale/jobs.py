@@ -36,7 +36,7 @@ def run(jobs: int, out: Path) -> float:
 
 def accuracies(out: Path) -> dict[str, float]:
     results = json.loads((out / "results.json").read_text())
-    return {m["label"]: m["test"]["accuracy"]["value"] for m in results["models"]}
+    return {m["model"]: m["test"]["accuracy"]["value"] for m in results["models"]}
 
 
 def main() -> None:

@@ -41,12 +41,12 @@ def make_study(root: Path, samples: int, cells: int, seed: int = 0) -> None:
     import pyarrow.parquet as pq
 
     done = root / ".complete"
-    if done.is_file() and done.read_text() == f"{samples} {cells}":
+    if done.is_file() and done.read_text() == f"{samples} {cells} v2":
         return
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=1.5, size=(TYPES, MARKERS)).astype(np.float32)
+    centres = rng.normal(scale=0.3, size=(TYPES, MARKERS)).astype(np.float32)
     share = rng.dirichlet(np.full(TYPES, 2.0))
     names = [f"CD{i + 1}" for i in range(MARKERS)]
     for s in range(samples):
@@ -58,7 +58,7 @@ def make_study(root: Path, samples: int, cells: int, seed: int = 0) -> None:
         cols["cell_type"] = np.array([f"type{k}" for k in range(TYPES)])[y]
         pq.write_table(pa.table(cols), root / f"sample{s:03d}.parquet",
                        row_group_size=32_768)
-    done.write_text(f"{samples} {cells}")
+    done.write_text(f"{samples} {cells} v2")
 
 
 def timed(cmd: list[str]) -> dict:
@@ -100,7 +100,8 @@ def main() -> None:
     drawn = args.samples * min(args.per_sample, args.cells)
     array_mb = drawn * MARKERS * 4 / 2**20
     results = json.loads((run / "results.json").read_text())
-    rows = sum(1 for _ in open(preds)) - 1
+    with open(preds) as fh:
+        rows = sum(1 for _ in fh) - 1
     record = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
@@ -111,7 +112,7 @@ def main() -> None:
         "drawn_cells": drawn, "train_array_mb": round(array_mb),
         "baseline": baseline, "compare": compare, "predict": predict,
         "predicted_rows": rows, "predict_cells_per_s": round(total / predict["wall_s"]),
-        "accuracy": {m["label"]: m["test"]["accuracy"]["value"] for m in results["models"]},
+        "accuracy": {m["model"]: m["test"]["accuracy"]["value"] for m in results["models"]},
     }
     (HERE / "study.json").write_text(json.dumps(record, indent=2) + "\n")
     above = compare["peak_rss_mb"] - baseline["peak_rss_mb"]
@@ -134,7 +135,7 @@ def main() -> None:
         f"({compare['peak_rss_mb'] / array_mb:.2f}x with the baseline).",
         f"- predict scored {rows:,} rows at {record['predict_cells_per_s']:,} cells/s; its "
         f"peak RSS is {pred_above} MB above the baseline (the model is a few MB).",
-        f"- test accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in
+        "- test accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in
                                          record["accuracy"].items()), "",
     ]
     (HERE / "study.md").write_text("\n".join(lines))

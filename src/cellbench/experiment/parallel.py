@@ -28,6 +28,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -111,22 +112,31 @@ def _reemit(shown: list) -> None:
 def _local(run: RunUnit, ds: Dataset, units: Sequence[Any], data_cfg: DataConfig, jobs: int,
            done: Finished) -> None:
     context = multiprocessing.get_context("spawn")  # fork is unsafe after torch/OpenMP
-    with ProcessPoolExecutor(min(jobs, len(units)), mp_context=context,
-                             initializer=_init_worker,
-                             initargs=(run, ds, data_cfg, threads_per_job(jobs))) as pool:
-        futures = {pool.submit(_local_unit, unit): i for i, unit in enumerate(units)}
-        pending = set(futures)
-        try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
+    pool = ProcessPoolExecutor(min(jobs, len(units)), mp_context=context,
+                               initializer=_init_worker,
+                               initargs=(run, ds, data_cfg, threads_per_job(jobs)))
+    futures = {pool.submit(_local_unit, unit): i for i, unit in enumerate(units)}
+    pending = set(futures)
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
                     result, shown = future.result()
-                    _reemit(shown)
-                    done(futures[future], result)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+                except BrokenProcessPool as exc:
+                    raise CellbenchError(
+                        f"worker processes of --jobs {jobs} must run to the end; one died "
+                        f"({exc}), e.g. killed for lack of memory. Finished units are kept "
+                        "in the run directory: rerun the same command, with fewer --jobs if "
+                        "memory is short.") from exc
+                _reemit(shown)
+                done(futures[future], result)
+    except BaseException:
+        # units still running are not waited for (an interrupt reaches them too); the
+        # finished ones are in the run directory already
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _import_ray() -> Any:
