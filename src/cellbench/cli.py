@@ -123,8 +123,8 @@ def compare(
     models: Annotated[str | None, typer.Option(
         "--models", "-m", help="Comma-separated models, each optionally with arguments: "
         "lda,lightgbm,mlp(width=256,depth=3). Default for tables: majority, logreg, lda, "
-        "lightgbm, mlp, cnn1d-seed; for images: majority, logreg, shallow-seed004, "
-        "cnn-seed003, resnet8.")] = None,
+        "lightgbm, mlp, cnn1d-seed; for images: majority, logreg, image-lgbm, "
+        "shallow-seed004, cnn-seed003, resnet8.")] = None,
     out: Out = None, sets: SetOpt = None, quiet: Quiet = False, *, flags: Flags,
 ) -> None:
     """Train several models on the same splits; metrics with 95% CIs and paired tests.

@@ -9,7 +9,8 @@ from torch import nn
 from cellbench.models import MODELS, count_parameters, create_model
 from cellbench.models.summary import summarize
 
-IMAGE = [n for n in MODELS.list() if MODELS.get(n).input_kind == "image"]
+IMAGE = [n for n in MODELS.list()  # the networks; image-lgbm: tests/models/test_image_features.py
+         if MODELS.get(n).input_kind == "image" and MODELS.get(n).family == "nn"]
 
 
 @pytest.mark.parametrize("name", IMAGE)

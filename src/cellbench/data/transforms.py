@@ -28,8 +28,8 @@ from scipy.special import ndtri
 from .._config import TRANSFORMS
 from ..exceptions import InvalidParameterError, NotFittedError
 
-__all__ = ["IMAGE_NORMS", "ImageNormalizer", "PixelFeatures", "Preprocessor",
-           "preprocessor_from_state"]
+__all__ = ["IMAGE_INPUTS", "IMAGE_NORMS", "ImageNormalizer", "PixelFeatures", "Preprocessor",
+           "RawImages", "preprocessor_from_state"]
 
 N_QUANTILES = 1000
 
@@ -379,6 +379,32 @@ class PixelFeatures:
         return feats
 
 
+class RawImages:
+    """Images passed on as stored, for models that compute their own features from them
+    (``image_input = "raw"``, e.g. ``image-lgbm``); nothing is fitted but the shape."""
+
+    def fit(self, images: np.ndarray) -> RawImages:
+        self.shape_ = list(images.shape[1:])
+        self.dtype_ = str(images.dtype)
+        return self
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(images)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "raw", "shape": self.shape_, "dtype": self.dtype_}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> RawImages:
+        raw = cls()
+        raw.shape_, raw.dtype_ = list(state["shape"]), str(state["dtype"])
+        return raw
+
+
+#: what non-network models are given on images, by their ``image_input``
+IMAGE_INPUTS: dict[str, type] = {"pixels": PixelFeatures, "raw": RawImages}
+
+
 def preprocessor_from_state(state: Mapping[str, Any]) -> Any:
     """Rebuild whichever preprocessor a checkpoint holds."""
     kind = state.get("kind", "table")
@@ -386,4 +412,6 @@ def preprocessor_from_state(state: Mapping[str, Any]) -> Any:
         return ImageNormalizer.from_state(state)
     if kind == "pixels":
         return PixelFeatures.from_state(state)
+    if kind == "raw":
+        return RawImages.from_state(state)
     return Preprocessor.from_state(state)

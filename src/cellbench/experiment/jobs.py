@@ -48,7 +48,8 @@ __all__ = ["DEFAULT_IMAGE_MODELS", "DEFAULT_TABLE_MODELS", "check_before_running
            "run_compare", "run_models", "run_train"]
 
 DEFAULT_TABLE_MODELS = ("majority", "logreg", "lda", "lightgbm", "mlp", "cnn1d-seed")
-DEFAULT_IMAGE_MODELS = ("majority", "logreg", "shallow-seed004", "cnn-seed003", "resnet8")
+DEFAULT_IMAGE_MODELS = ("majority", "logreg", "image-lgbm", "shallow-seed004", "cnn-seed003",
+                        "resnet8")
 
 
 def _plural(group_name: str | None) -> str:

@@ -16,8 +16,8 @@ from .._spaces import Dist
 from ..exceptions import InvalidParameterError
 
 __all__ = ["CONTEXT_ARGS", "MODELS", "BaseModel", "apply_init", "class_weight_vector",
-           "count_parameters", "create_model", "model_arguments", "register_model",
-           "uses_validation"]
+           "count_parameters", "create_model", "image_input", "model_arguments",
+           "register_model", "uses_validation"]
 
 MODELS: Registry[ModelSpec] = Registry(
     "model", hint="Run `cellbench models` to list all {n}."
@@ -53,6 +53,10 @@ class BaseModel(abc.ABC):
     #: False for models that ignore ``X_val`` (no early stopping): jobs then fit them on the
     #: training and validation rows together instead of throwing the validation rows away
     uses_validation: bool = True
+    #: what the model is given when it trains on images: ``"pixels"``, a table of downsampled,
+    #: standardized pixels (:class:`~cellbench.data.transforms.PixelFeatures`), or ``"raw"``,
+    #: the images ``(n, C, H, W)`` as stored, for a model that computes its own features
+    image_input: str = "pixels"
 
     @abc.abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
@@ -90,6 +94,11 @@ def uses_validation(name: str) -> bool:
     """Whether model ``name`` uses a validation part (networks and boosting early-stop on it;
     the linear and majority baselines do not)."""
     return bool(getattr(MODELS.get(name).factory, "uses_validation", True))
+
+
+def image_input(name: str) -> str:
+    """What non-network model ``name`` is given on images (:attr:`BaseModel.image_input`)."""
+    return str(getattr(MODELS.get(name).factory, "image_input", "pixels"))
 
 
 def model_arguments(name: str) -> list[str]:

@@ -24,10 +24,10 @@ from .._utils import atomic_torch_save, format_list, resolve_device, seed_everyt
 from ..data.augment import Augmenter
 from ..data.dataset import Dataset
 from ..data.splits import Split
-from ..data.transforms import ImageNormalizer, PixelFeatures, Preprocessor, preprocessor_from_state
+from ..data.transforms import IMAGE_INPUTS, ImageNormalizer, Preprocessor, preprocessor_from_state
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError, RunDirectoryError
 from ..models import MODELS, BaseModel, count_parameters, create_model
-from ..models._base import class_weight_vector
+from ..models._base import class_weight_vector, image_input
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, monitor_mode
 from .engine import History, channels_last_fn, effective_monitor, fit, predict_logits
 from .optim import build_optimizer, build_schedule
@@ -47,7 +47,7 @@ class FittedModel:
     name : str
         Registry name.
     model : nn.Module or BaseModel
-    preprocessor : Preprocessor, ImageNormalizer or PixelFeatures
+    preprocessor : Preprocessor, ImageNormalizer, PixelFeatures or RawImages
         Fitted on the training rows.
     classes : list
         Original labels; column ``k`` of :meth:`predict_proba` is ``classes[k]``.
@@ -356,9 +356,12 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
         X_val = np.ascontiguousarray(ds.X[val]) if len(val) else None
         return (pre, (np.ascontiguousarray(ds.X[train]), y_train), (X_val, y_val),
                 pre.input_fn())
-    pre = PixelFeatures().fit(ds.X[train])
+    # other models: downsampled pixels, or the images as stored (BaseModel.image_input)
+    pre = IMAGE_INPUTS[image_input(spec.name)]()
+    X_train = ds.X[train]
+    pre.fit(X_train)
     X_val = pre.transform(ds.X[val]) if len(val) else None
-    return pre, (pre.transform(ds.X[train]), y_train), (X_val, y_val), None
+    return pre, (pre.transform(X_train), y_train), (X_val, y_val), None
 
 
 @dataclass
