@@ -6,7 +6,8 @@ True
 >>> net = create_model("mlp", n_features=8, n_classes=3, width=16)
 """
 
-from . import cnn1d, gbdt, image, linear, mlp  # noqa: F401  (registration happens at import)
+# registration happens at import
+from . import cnn1d, gbdt, image, linear, mlp, tabular_nets  # noqa: F401
 from ._base import (
     MODELS,
     BaseModel,
@@ -23,9 +24,11 @@ from .cnn1d import CytometryCNN
 from .gbdt import LightGBMModel, XGBoostModel
 from .linear import LDAModel, LogisticRegressionModel, MajorityClassifier
 from .mlp import MLP, ResMLP
+from .tabular_nets import MLPPLR, TabM
 
 __all__ = [
     "MLP",
+    "MLPPLR",
     "MODELS",
     "TRAIN_SETTINGS",
     "BaseModel",
@@ -36,6 +39,7 @@ __all__ = [
     "MajorityClassifier",
     "ModelChoice",
     "ResMLP",
+    "TabM",
     "XGBoostModel",
     "apply_init",
     "class_weight_vector",

@@ -14,6 +14,12 @@ Every epoch records (the :class:`History` keys):
 ``valid_loss``, ``valid_accuracy``, ``valid_balanced_accuracy``
     The validation part, eval mode. Eval losses are plain cross-entropy (no class weights).
 ``lr``, ``time``, ``epoch``
+
+Ensembles trained at once (``tabm``): a network with a ``forward_members`` method is trained
+on its members' logits ``(B, k, n_classes)``, the loss being the mean over members of each
+member's loss (class weights and soft targets apply to each member as to a single network);
+its ``forward`` must return ``(B, n_classes)`` logits whose softmax is the ensemble's
+prediction (the log of the mean member probability), which is all evaluation uses.
 """
 
 from __future__ import annotations
@@ -179,6 +185,7 @@ class _Loop:
     eval_batch: int
     n_classes: int
     criterion: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its forward_members
     draw_weights: torch.Tensor | None
     monitor: str
     input_fn: InputFn | None
@@ -222,9 +229,28 @@ def _prepare(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     autocast, scaler = _amp(device, cfg.amp)
     loop = _Loop(X, y, X_val, y_val, X[subset], y[subset], bs, min(n, n_batches * bs),
                  # larger eval batches run slower on CPU (cache misses)
-                 max(1024, 2 * bs), n_classes, criterion, draw_weights,
+                 max(1024, 2 * bs), n_classes, criterion,
+                 getattr(model, "forward_members", model), draw_weights,
                  effective_monitor(cfg, has_val), input_fn, augment_fn, autocast, scaler)
     return loop, n_batches, device
+
+
+def _loss(criterion: nn.Module, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``criterion``; for members' logits ``(B, k, C)``, the mean of the members' losses.
+
+    Rows and members are flattened (row ``b``, member ``i`` -> ``b * k + i``) and the target
+    repeated per member. Every member sees the same rows, so the (class-weighted) mean over
+    the ``B * k`` terms is the mean over members of each member's own mean loss.
+    """
+    if logits.ndim == 2:
+        return criterion(logits, target)
+    k = logits.shape[1]
+    return criterion(logits.flatten(0, 1), target.repeat_interleave(k, dim=0))
+
+
+def _predicted(logits: torch.Tensor) -> torch.Tensor:
+    """Scores whose argmax is the prediction: the logits, or the mean member probability."""
+    return logits if logits.ndim == 2 else torch.softmax(logits, dim=-1).mean(1)
 
 
 class _Hooks:
@@ -264,8 +290,8 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
         if loop.augment_fn is not None:
             xb, target = loop.augment_fn(xb, yb)
         with loop.autocast():
-            logits = model(xb)
-            loss = loop.criterion(logits, target)
+            logits = loop.forward(xb)
+            loss = _loss(loop.criterion, logits, target)
         optimizer.zero_grad(set_to_none=True)
         if loop.scaler is None:
             loss.backward()
@@ -285,7 +311,7 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
         if schedule is not None and schedule.interval == "step":
             schedule.scheduler.step()
         batch_loss[b] = state.loss
-        torch.argmax(logits.detach(), 1, out=predicted[b * bs:b * bs + len(idx)])
+        torch.argmax(_predicted(logits.detach()), 1, out=predicted[b * bs:b * bs + len(idx)])
         state.batch = b + 1
         state.step += 1
         for cb in hooks.batch_end:
@@ -333,7 +359,8 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     Parameters
     ----------
     model : nn.Module
-        Already built (and seeded) by the caller.
+        Already built (and seeded) by the caller. A ``forward_members`` method, if any, is
+        what training calls (an ensemble's members' logits; see the module docstring).
     X_train, y_train, X_val, y_val : Tensor
         Pre-materialised inputs and int64 class codes. Moved to the device once.
     n_classes : int
