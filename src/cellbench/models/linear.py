@@ -15,6 +15,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from .._spaces import CategoricalDist, FloatDist
+from ..data.transforms import CHUNK_ROWS, LARGE_ROWS
 from ._base import BaseModel, class_weight_vector, expand_proba, register_model, torch_softmax_rows
 
 __all__ = ["LDAModel", "LogisticRegressionModel", "MajorityClassifier"]
@@ -127,8 +128,44 @@ class LDAModel(_LinearSoftmax):
         if weights is not None:
             mass = np.bincount(y, minlength=self.n_classes)[present] * weights[present]
             priors = mass / mass.sum()
+        if len(X) > LARGE_ROWS and self.solver == "svd":
+            self._fit_by_moments(X, y, present, priors)
+            return self
         model = LinearDiscriminantAnalysis(solver=self.solver, shrinkage=self.shrinkage,
                                            priors=priors)
         model.fit(X, y)
         self._store(model.coef_, model.intercept_, model.classes_)
         return self
+
+    def _fit_by_moments(self, X: np.ndarray, y: np.ndarray, present: np.ndarray,
+                        priors: np.ndarray | None) -> None:
+        """LDA of a large table from its class means and within-class scatter, summed in
+        float64 a chunk of rows at a time: memory stays a chunk, where the SVD solver copies
+        the rows several times. The discriminant is the least-squares solver's (pooled
+        covariance ``sum_k prior_k cov_k``), equal to the SVD solver's for a full-rank
+        covariance up to rounding."""
+        code = np.full(self.n_classes, -1)
+        code[present] = np.arange(len(present))
+        counts = np.bincount(y, minlength=self.n_classes)[present].astype(np.float64)
+        d = X.shape[1]
+
+        def chunks():
+            for start in range(0, len(X), CHUNK_ROWS):
+                yield (np.asarray(X[start:start + CHUNK_ROWS], np.float64),
+                       code[y[start:start + CHUNK_ROWS]])
+
+        sums = np.zeros((len(present), d))
+        for Z, k in chunks():
+            for j in range(len(present)):
+                sums[j] += Z[k == j].sum(axis=0)
+        means = sums / counts[:, None]
+        scatter = np.zeros((len(present), d, d))
+        for Z, k in chunks():
+            for j in range(len(present)):
+                D = Z[k == j] - means[j]
+                scatter[j] += D.T @ D
+        prior = counts / counts.sum() if priors is None else np.asarray(priors, np.float64)
+        cov = np.einsum("k,kij->ij", prior, scatter / counts[:, None, None])
+        coef = np.linalg.lstsq(cov, means.T, rcond=None)[0].T
+        intercept = -0.5 * np.einsum("kd,kd->k", means, coef) + np.log(prior)
+        self._store(coef, intercept, present)
