@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 #: what every network is measured against, per data kind (the reference network is added)
-BASELINES = {"table": ("majority", "logreg", "lda", "lightgbm"), "image": ("majority",
-                                                                          "logreg")}
+BASELINES = {"table": ("majority", "logreg", "lda", "lightgbm"),
+             "image": ("majority", "logreg", "image-lgbm")}
 _JOB_SETTINGS = ("max_epochs", "patience")  # stay with the job, not the model choice
 MIN_GROUPS = 8  # test groups from which the doctor's paired tests use them as the unit
 
