@@ -22,9 +22,9 @@ from . import checks
 from .dataset import Dataset
 from .labels import check_labels
 
-__all__ = ["TARGET_GUESSES", "build_dataset", "check_numeric", "complete_rows", "decide_roles",
-           "feature_columns", "guess_target", "label_values", "match_labels",
-           "resolve_columns", "role_column", "warn_unmatched"]
+__all__ = ["TARGET_GUESSES", "build_dataset", "check_numeric", "check_same_columns",
+           "complete_rows", "decide_roles", "feature_columns", "guess_target", "kept_rows",
+           "label_values", "match_labels", "resolve_columns", "role_column", "warn_unmatched"]
 
 TARGET_GUESSES = ("label", "labels", "target", "class", "y", "cell_type", "celltype", "population")
 
@@ -84,13 +84,37 @@ def match_labels(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def warn_unmatched(wanted: Sequence[Any], labels: pd.Series) -> None:
+def warn_unmatched(wanted: Sequence[Any], labels: pd.Series, stacklevel: int = 4) -> None:
     """An --exclude-labels value that matches no row is a typo until shown otherwise."""
     unmatched = [str(v) for v in wanted if not match_labels(labels, [str(v)]).any()]
     if unmatched:
         warnings.warn(f"exclude_labels {format_list(unmatched)} match no row, so nothing was "
                       f"removed for them; the labels are {format_list(labels.unique(), 8)}.",
-                      CellbenchWarning, stacklevel=4)
+                      CellbenchWarning, stacklevel=stacklevel)
+
+
+def check_same_columns(names: Sequence[str], expected: Sequence[str], file: Any, first: Any,
+                       what: str, fix: str) -> None:
+    """Every file of a folder has the first file's columns (in any order), or raise naming
+    the odd file and what it lacks or adds."""
+    if set(names) != set(expected):
+        missing = sorted(set(expected) - set(names))
+        extra = sorted(set(names) - set(expected))
+        raise DataError(f"{what}; {file.name!r} differs from {first.name!r}: missing "
+                        f"{missing}, extra {extra}. {fix}")
+
+
+def kept_rows(labels: pd.Series, exclude_labels: Sequence[Any]) -> np.ndarray | None:
+    """Rows whose label is not in ``exclude_labels`` (None: nothing to exclude); every row
+    removed raises, and a value that matches no row warns (a typo until shown otherwise)."""
+    if not len(exclude_labels):
+        return None
+    keep = ~match_labels(labels, [str(v) for v in exclude_labels])
+    if not keep.any():
+        raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
+                        f"removes all {len(labels)}.")
+    warn_unmatched(exclude_labels, labels, stacklevel=5)
+    return keep
 
 
 def label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:

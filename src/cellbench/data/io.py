@@ -30,11 +30,11 @@ from .anndata_io import anndata_frame, is_anndata
 from .columns import (
     build_dataset,
     check_numeric,
+    check_same_columns,
     complete_rows,
     decide_roles,
     feature_columns,
-    match_labels,
-    warn_unmatched,
+    kept_rows,
 )
 from .dataset import Dataset
 from .fcs import FcsFile, read_fcs
@@ -177,14 +177,10 @@ def iter_fcs_folder(root: Path, sample_sheet: str | Path | None = None,
         cols = list(fcs.frame.columns)
         if channels is None:
             channels, first = cols, file
-        elif set(cols) != set(channels):
-            missing = sorted(set(channels) - set(cols))
-            extra = sorted(set(cols) - set(channels))
-            raise DataError(
-                f"FCS files must share their channels; {file.name!r} differs from "
-                f"{first.name!r}: missing {missing}, extra {extra}. Re-export with the same "
-                "panel, or drop the odd file from the sample sheet."
-            )
+        else:
+            check_same_columns(cols, channels, file, first, "FCS files must share their "
+                               "channels", "Re-export with the same panel, or drop the odd "
+                               "file from the sample sheet.")
         frame = fcs.frame[channels].copy()
         if label:
             frame["label"] = label
@@ -279,14 +275,9 @@ def load_table(
     target, group_col, split_col = decide_roles(columns, aliases, target, groups, split_column,
                                                   raw.target, raw.groups)
     rows = np.arange(len(frame))  # original positions, for messages after filtering
-    if len(exclude_labels):
-        frame_before = frame[target]
-        keep = ~match_labels(frame[target], [str(v) for v in exclude_labels])
-        if not keep.any():
-            raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
-                            f"removes all {len(frame)}.")
+    keep = kept_rows(frame[target], exclude_labels)
+    if keep is not None:
         frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
-        warn_unmatched(exclude_labels, frame_before)
 
     drawn = None
     if cells_per_sample:

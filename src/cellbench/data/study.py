@@ -25,11 +25,11 @@ from .._utils import format_list
 from ..exceptions import DataError
 from .columns import (
     build_dataset,
+    check_same_columns,
     complete_rows,
     decide_roles,
     feature_columns,
-    match_labels,
-    warn_unmatched,
+    kept_rows,
 )
 from .dataset import Dataset
 from .labels import check_target_values
@@ -160,13 +160,11 @@ def open_study(root: str | Path) -> StudyFiles:
                 not_numeric.setdefault(str(f.name), path)
         if columns is None:
             columns = names
-        elif set(names) != set(columns):
-            missing = sorted(set(columns) - set(names))
-            extra = sorted(set(names) - set(columns))
-            raise DataError(
-                f"Parquet files of a study must share their columns; {path.name!r} differs "
-                f"from {files[0].name!r}: missing {missing}, extra {extra}. Re-export them "
-                "with the same panel, or move the odd file out of the folder.")
+        else:
+            check_same_columns(names, columns, path, files[0],
+                               "Parquet files of a study must share their columns",
+                               "Re-export them with the same panel, or move the odd file out "
+                               "of the folder.")
         rows.append(int(n))
     return StudyFiles(root, files, columns or [], rows, not_numeric)
 
@@ -188,12 +186,8 @@ def load_study(root: str | Path, *, target: str | None = None, groups: str | Non
     meta = [c for c in dict.fromkeys((target, group_col, split_col)) if c]
     X, frame = study.read(feature_cols, meta, cells_per_sample, subsample_seed, strata=target)
     rows = np.arange(len(frame))
-    if len(exclude_labels):
-        keep = ~match_labels(frame[target], [str(v) for v in exclude_labels])
-        if not keep.any():
-            raise DataError(f"exclude_labels {list(exclude_labels)} must leave some rows; it "
-                            f"removes all {len(frame)}.")
-        warn_unmatched(exclude_labels, frame[target])
+    keep = kept_rows(frame[target], exclude_labels)
+    if keep is not None:
         frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
     check_target_values(frame[target], target)
     keep = complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)

@@ -192,6 +192,7 @@ def _ray(run: RunUnit, ds: Dataset, units: Sequence[Any], data_cfg: DataConfig, 
          done: Finished, status: Callable[[str], None]) -> None:
     ray = _import_ray()
     started = _connect(ray, address)
+    pending: list[Any] = []
     try:
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_unit)
         ds_ref = ray.put(ds)
@@ -210,7 +211,7 @@ def _ray(run: RunUnit, ds: Dataset, units: Sequence[Any], data_cfg: DataConfig, 
                 _reemit(shown)
                 done(refs[ref], result)
     except BaseException:
-        for ref in locals().get("pending", []):
+        for ref in pending:
             ray.cancel(ref, force=True)
         raise
     finally:
