@@ -17,10 +17,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
 
+from ._augment_spec import parse_augment
 from ._utils import did_you_mean, split_top_level
 from .exceptions import InvalidParameterError
 
@@ -226,66 +228,14 @@ class SplitConfig(_Base):
         _raise_all("split", problems)
 
 
-#: name -> (default value, allowed range) ; flags have no value
-AUGMENTATIONS: dict[str, tuple[float | None, tuple[float, float] | None]] = {
-    "flip": (None, None),
-    "rot90": (None, None),
-    "rotate": (15.0, (0.0, 180.0)),
-    "shift": (0.1, (0.0, 0.5)),
-    "crop": (0.8, (0.1, 1.0)),
-    "jitter": (0.2, (0.0, 1.0)),
-    "noise": (0.05, (0.0, 1.0)),
-    "blur": (1.0, (0.1, 5.0)),
-    "erase": (0.25, (0.0, 1.0)),
-    "mixup": (0.2, (0.01, 10.0)),
-    "cutmix": (1.0, (0.01, 10.0)),
-}
-
-
-def parse_augment(spec: str) -> dict[str, float | None]:
-    """Check an augmentation policy string and return ``{operation: value or None}``.
-
-    The grammar lives here, beside the config that records the policy, so checking a
-    config needs no image code; :class:`cellbench.data.augment.Augmenter` applies it.
-
-    >>> parse_augment("flip,rotate=10")
-    {'flip': None, 'rotate': 10.0}
-    """
-    ops: dict[str, float | None] = {}
-    for item in (p.strip() for p in spec.split(",")):
-        if not item:
-            continue
-        name, sep, raw = item.partition("=")
-        name = name.strip().lower()
-        if name not in AUGMENTATIONS:
-            guess = did_you_mean(name, AUGMENTATIONS)
-            raise InvalidParameterError(
-                f"augmentation must be one of {', '.join(AUGMENTATIONS)}; got {name!r}."
-                + (f" Did you mean {guess!r}?" if guess else "")
-            )
-        default, bounds = AUGMENTATIONS[name]
-        if bounds is None:
-            if sep:
-                raise InvalidParameterError(f"augmentation {name!r} takes no value; got "
-                                            f"{item!r}.")
-            ops[name] = None
-            continue
-        try:
-            value = float(raw) if sep else float(default)  # type: ignore[arg-type]
-        except ValueError:
-            raise InvalidParameterError(f"augmentation {name!r} must be a number; got "
-                                        f"{raw!r}.") from None
-        if not bounds[0] <= value <= bounds[1]:
-            raise InvalidParameterError(
-                f"augmentation {name} must be in [{bounds[0]:g}, {bounds[1]:g}]; got "
-                f"{value:g}."
-            )
-        ops[name] = value
-    return ops
-
-
 OPTIMIZER_NAMES = ("sgd", "asgd", "adam", "adamw", "rmsprop")
 SCHEDULER_NAMES = ("step", "exponential", "cosine", "onecycle", "plateau")
+
+
+#: training settings added after runs were first saved, with their defaults: left out of
+#: :meth:`TrainConfig.ident` at those defaults, so a unit an older cellbench finished is reused
+LATER_TRAIN_SETTINGS: Mapping[str, Any] = MappingProxyType(
+    {"label_smoothing": 0.0, "ema": None, "tta": None, "ensemble": 1})
 
 
 @dataclass(frozen=True)
@@ -314,6 +264,16 @@ class TrainConfig(_Base):
     augment: str | None = None  # image augmentation policy, e.g. 'flip,rot90,mixup=0.2'
     # image tensors in channels-last layout: 1.1-1.5x faster on CPU (bench/images/channels_last.md)
     channels_last: bool = True
+    label_smoothing: float = 0.0  # networks: training targets (1 - e) one-hot + e / n_classes
+    ema: float | None = None  # networks: evaluate and keep an average of the weights (decay)
+    tta: str | None = None  # images: average predictions over 'flip' (4) or 'd4' (8) views
+    ensemble: int = 1  # networks: train N members (seeds differ) and average probabilities
+
+    def ident(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the later settings left at their defaults: what must match
+        for a finished unit (or an interrupted training) to be reused."""
+        return {k: v for k, v in self.to_dict().items()
+                if not (k in LATER_TRAIN_SETTINGS and v == LATER_TRAIN_SETTINGS[k])}
 
     def __post_init__(self) -> None:
         problems = []
@@ -346,6 +306,20 @@ class TrainConfig(_Base):
         integer("patience", 1, allow_none=True)
         integer("eval_train_size", 1)
         integer("random_state", 0)
+        check(isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool)
+              and 1 <= self.ensemble <= 100,
+              f"train.ensemble must be an int in [1, 100]; got {self.ensemble!r}. 5 members "
+              "take 5 times as long to train.")
+        ls = self.label_smoothing
+        check(isinstance(ls, (int, float)) and not isinstance(ls, bool) and 0 <= ls < 1,
+              f"train.label_smoothing must be a number in [0, 1); got {ls!r}. 0.1 is usual.")
+        ema = self.ema
+        check(ema is None or (isinstance(ema, float) and 0 < ema < 1),
+              f"train.ema must be a decay in (0, 1) or None; got {ema!r}. 0.999 is usual "
+              "(about the last 1,000 steps).")
+        check(self.tta in (None, "flip", "d4"),
+              f"train.tta must be 'flip', 'd4' or None; got {self.tta!r}. 'flip' averages 4 "
+              "flipped views of each image, 'd4' adds the 90-degree rotations (square images).")
         check(self.optimizer in OPTIMIZER_NAMES,
               f"train.optimizer must be one of {', '.join(OPTIMIZER_NAMES)}; "
               f"got {self.optimizer!r}.")

@@ -109,6 +109,14 @@ TRAIN = Section("train", {
     "grad_clip": _opt(float, "--grad-clip", help="Max gradient norm."),
     "augment": _opt(str, "--augment", help="Images: augmentation policy, e.g. flip,rot90,"
                                            "rotate=15,mixup=0.2."),
+    "label_smoothing": _opt(float, "--label-smoothing", help="Networks: soften the "
+                                                           "training targets, e.g. 0.1."),
+    "ema": _opt(float, "--ema", help="Networks: evaluate and keep a moving average of the "
+                                     "weights with this decay, e.g. 0.999."),
+    "tta": _opt(str, "--tta", help="Images: average predictions over flipped views: flip "
+                                   "(4) or d4 (8, with rotations)."),
+    "ensemble": _opt(int, "--ensemble", help="Networks: train N members with different "
+                                             "seeds and average their probabilities."),
     "seed": _opt(int, "--seed", help="Training seed."),
     "device": _opt(str, "--device", help="auto, cpu or cuda[:i]."),
 }, fields={"seed": "random_state"})

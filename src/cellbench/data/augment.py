@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .._config import AUGMENTATIONS, parse_augment
+from .._augment_spec import AUGMENTATIONS, parse_augment
 
 __all__ = ["AUGMENTATIONS", "Augmenter"]  # AUGMENTATIONS: the grammar, kept in _config
 

@@ -177,7 +177,7 @@ def probes_for(ds: Dataset, split: Split, train: TrainConfig, data_cfg: DataConf
     step took in the gradient-flow probe (at least 120 per sweep, two sweeps when tight)."""
     from ..diagnose.probes import PROBES, prepare_probe, probe_result_from_dict
 
-    ident = {"train": to_builtin(train.to_dict()), "split": split.name}
+    ident = {"train": to_builtin(train.ident()), "split": split.name}
     path = folder / "probes.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))

@@ -72,7 +72,7 @@ class Unit:
     @property
     def ident(self) -> dict[str, Any]:
         """What must match for a finished unit to be reused."""
-        ident = {"train": to_builtin(self.train.to_dict()), "split": self.split.name,
+        ident = {"train": to_builtin(self.train.ident()), "split": self.split.name,
                  "test_rows": len(self.split.test)}
         if self.merges_validation:
             ident["fit_on"] = "train+validation"

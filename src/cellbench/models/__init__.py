@@ -21,6 +21,7 @@ from ._base import (
 )
 from .choice import TRAIN_SETTINGS, ModelChoice, parse_model, parse_models, parse_value, route
 from .cnn1d import CytometryCNN
+from .ensemble import SeedEnsemble, ensemble_log_proba, member_seed
 from .gbdt import LightGBMModel, XGBoostModel
 from .linear import LDAModel, LogisticRegressionModel, MajorityClassifier
 from .mlp import MLP, ResMLP
@@ -39,12 +40,15 @@ __all__ = [
     "MajorityClassifier",
     "ModelChoice",
     "ResMLP",
+    "SeedEnsemble",
     "TabM",
     "XGBoostModel",
     "apply_init",
     "class_weight_vector",
     "count_parameters",
     "create_model",
+    "ensemble_log_proba",
+    "member_seed",
     "model_arguments",
     "parse_model",
     "parse_models",

@@ -38,7 +38,8 @@ __all__ = ["TRAIN_SETTINGS", "ModelChoice", "parse_model", "parse_models", "pars
 #: models that fit themselves (baselines, boosting) read only ``class_weight``
 TRAIN_SETTINGS = ("optimizer", "lr", "weight_decay", "scheduler", "batch_size", "max_epochs",
                   "patience", "class_weight", "sampler", "grad_clip", "augment",
-                  "optimizer_kwargs", "scheduler_kwargs")
+                  "optimizer_kwargs", "scheduler_kwargs", "label_smoothing", "ema", "tta",
+                  "ensemble")
 BOOLEANS = {"on": True, "off": False, "yes": True, "no": False, "true": True, "false": False}
 
 

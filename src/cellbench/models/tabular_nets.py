@@ -35,10 +35,10 @@ from torch import nn
 from .._spaces import CategoricalDist, FloatDist, IntDist
 from ..exceptions import InvalidParameterError
 from ._base import register_model
+from .ensemble import ensemble_log_proba
 from .mlp import MLP, make_activation
 
-__all__ = ["MLPPLR", "EnsembleLinear", "MemberHeads", "PeriodicEmbedding", "TabM",
-           "ensemble_log_proba"]
+__all__ = ["MLPPLR", "EnsembleLinear", "MemberHeads", "PeriodicEmbedding", "TabM"]
 
 
 def _check(name: str, value: object, ok: bool, expectation: str) -> None:
@@ -54,12 +54,6 @@ def _rsqrt_uniform(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
     """PyTorch's default Linear initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1 / math.sqrt(fan_in)
     return nn.init.uniform_(tensor, -bound, bound)
-
-
-def ensemble_log_proba(member_logits: torch.Tensor) -> torch.Tensor:
-    """``(B, k, C)`` member logits -> ``(B, C)`` log of the mean member probability."""
-    k = member_logits.shape[1]
-    return torch.logsumexp(torch.log_softmax(member_logits, dim=-1), dim=1) - math.log(k)
 
 
 class PeriodicEmbedding(nn.Module):

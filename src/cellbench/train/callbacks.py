@@ -126,7 +126,7 @@ class EarlyStopping(Callback):
         if self._improved(score):
             self.best_score, self.best_epoch, self.wait = score, record["epoch"], 0
             self.best_weights = {k: v.detach().clone() for k, v in
-                                 state.model.state_dict().items()}
+                                 state.eval_model.state_dict().items()}
         else:
             self.wait += 1
         if self.patience is not None and self.wait >= self.patience:
@@ -171,10 +171,13 @@ class Checkpoint(Callback):
             self.save(state)
 
     def on_train_end(self, state: TrainState) -> None:
-        self.save(state)
+        """The final save says training finished (with the kept epoch's weights, restored
+        by early stopping before this runs): ``--resume`` loads it instead of training on."""
+        self.save(state, finished=True, best_epoch=state.best_epoch,
+                  stop_reason=state.stop_reason)
 
-    def save(self, state: TrainState) -> None:
-        atomic_torch_save({**state.checkpoint(), **self.extra}, self.path)
+    def save(self, state: TrainState, **more: Any) -> None:
+        atomic_torch_save({**state.checkpoint(), **self.extra, **more}, self.path)
 
 
 class ProgressBar(Callback):

@@ -15,6 +15,10 @@ Every epoch records (the :class:`History` keys):
     The validation part, eval mode. Eval losses are plain cross-entropy (no class weights).
 ``lr``, ``time``, ``epoch``
 
+With ``config.ema`` the ``train_`` and ``valid_`` records measure the moving average of the
+weights (:mod:`cellbench.train.ema`), which is also what early stopping keeps and what
+training returns; ``running_`` records are always the weights being trained.
+
 Ensembles trained at once (``tabm``): a network with a ``forward_members`` method is trained
 on its members' logits ``(B, k, n_classes)``, the loss being the mean over members of each
 member's loss (class weights and soft targets apply to each member as to a single network);
@@ -40,6 +44,7 @@ from .._utils import resolve_device
 from ..exceptions import StopTraining
 from ..models._base import class_weight_vector
 from .callbacks import Callback, monitor_mode
+from .ema import WeightAverage
 from .optim import Schedule, build_optimizer, build_schedule
 
 __all__ = ["History", "TrainState", "channels_last_fn", "effective_monitor", "fit",
@@ -80,6 +85,12 @@ class TrainState:
     loss: torch.Tensor | None = None  # the current batch's loss (detached), from backward on
     best_epoch: int = 0
     stop_reason: str | None = None
+    ema: WeightAverage | None = None  # the moving average of the weights (config.ema)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network that is measured, kept and returned: the weight average, if any."""
+        return self.model if self.ema is None else self.ema.module
 
     def checkpoint(self) -> dict[str, Any]:
         """The resumable state; loads with ``torch.load(weights_only=True)``."""
@@ -92,6 +103,7 @@ class TrainState:
             "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def load(self, ckpt: dict[str, Any]) -> None:
@@ -105,6 +117,8 @@ class TrainState:
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         for cb in self.callbacks:
             saved = ckpt["callbacks"].get(type(cb).__name__)
             if saved:
@@ -221,7 +235,8 @@ def _prepare(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
     weight = class_weight_vector(cfg.class_weight, y_cpu, n_classes, classes)
     criterion = nn.CrossEntropyLoss(
         weight=None if weight is None else torch.as_tensor(weight, dtype=torch.float32,
-                                                           device=device))
+                                                           device=device),
+        label_smoothing=float(cfg.label_smoothing))
     draw_weights = None
     if cfg.sampler == "balanced":
         per_class = class_weight_vector("balanced", y_cpu, n_classes)
@@ -310,6 +325,8 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
             loop.scaler.update()
         if schedule is not None and schedule.interval == "step":
             schedule.scheduler.step()
+        if state.ema is not None:
+            state.ema.update(model)
         batch_loss[b] = state.loss
         torch.argmax(_predicted(logits.detach()), 1, out=predicted[b * bs:b * bs + len(idx)])
         state.batch = b + 1
@@ -395,7 +412,8 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
                                   monitor_mode(loop.monitor), cfg.scheduler_kwargs)
     cbs = sorted(callbacks, key=lambda cb: cb.order)
     gen = torch.Generator().manual_seed(cfg.random_state)
-    state = TrainState(model, optimizer, schedule, cfg, device, gen, n_batches, cbs)
+    state = TrainState(model, optimizer, schedule, cfg, device, gen, n_batches, cbs,
+                       ema=None if cfg.ema is None else WeightAverage(model, cfg.ema))
     if resume is not None:
         state.load(resume)
     hooks = _Hooks(cbs)
@@ -410,15 +428,17 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
                 cb.on_epoch_begin(state)
             record: dict[str, Any] = {"epoch": state.epoch + 1, "lr": lr,
                                       **_train_epoch(state, loop, hooks)}
-            record.update(_measure(model, loop.X_eval, loop.y_eval, "train", n_classes,
-                                   loop.input_fn, cfg.amp, loop.eval_batch))
+            record.update(_measure(state.eval_model, loop.X_eval, loop.y_eval, "train",
+                                   n_classes, loop.input_fn, cfg.amp, loop.eval_batch))
             if loop.X_val is not None:
-                record.update(_measure(model, loop.X_val, loop.y_val, "valid", n_classes,
-                                       loop.input_fn, cfg.amp, loop.eval_batch))
+                record.update(_measure(state.eval_model, loop.X_val, loop.y_val, "valid",
+                                       n_classes, loop.input_fn, cfg.amp, loop.eval_batch))
             record["time"] = time.perf_counter() - start
             _end_epoch(state, loop, record)
     except StopTraining as stop:
         state.stop_reason = str(stop)
+    if state.ema is not None:  # callbacks (early stopping's best average) may override it
+        model.load_state_dict(state.ema.module.state_dict())
     for cb in cbs:
         cb.on_train_end(state)
     if not state.best_epoch:

@@ -1,18 +1,20 @@
-"""Fit any registry model on a dataset split, and save/load the result.
+"""Fit any registry model on a dataset split.
 
 :func:`train_model` fits the preprocessing on the training rows only, builds the model, trains
 it (networks through :func:`~cellbench.train.engine.fit`, the others through their own
-``fit``) and returns a :class:`FittedModel`, which predicts on raw rows and saves to one
-``weights_only`` checkpoint.
+``fit``) and returns a :class:`~cellbench.train.fitted.FittedModel`, which predicts on raw
+rows and saves to one ``weights_only`` checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,255 +22,21 @@ import torch
 from torch import nn
 
 from .._config import DataConfig, TrainConfig
-from .._utils import atomic_torch_save, format_list, resolve_device, seed_everything, to_builtin
+from .._utils import resolve_device, seed_everything
 from ..data.augment import Augmenter
 from ..data.dataset import Dataset
 from ..data.splits import Split
-from ..data.transforms import IMAGE_INPUTS, ImageNormalizer, Preprocessor, preprocessor_from_state
+from ..data.transforms import IMAGE_INPUTS, ImageNormalizer, Preprocessor
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError, RunDirectoryError
-from ..models import MODELS, BaseModel, count_parameters, create_model
+from ..models import MODELS, BaseModel, SeedEnsemble, create_model, member_seed
 from ..models._base import class_weight_vector, image_input
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, monitor_mode
-from .engine import History, channels_last_fn, effective_monitor, fit, predict_logits
+from .engine import History, effective_monitor, fit
+from .fitted import MAX_PARAMETERS, FittedModel, load_model, read_checkpoint, shape_kwargs
 from .optim import build_optimizer, build_schedule
 
 __all__ = ["MAX_PARAMETERS", "FittedModel", "Prepared", "check_model", "load_model", "prepare",
            "resume_epoch", "train_model"]
-
-MODEL_FORMAT = "cellbench-model"
-
-
-@dataclass
-class FittedModel:
-    """A trained model with everything needed to predict on raw rows.
-
-    Attributes
-    ----------
-    name : str
-        Registry name.
-    model : nn.Module or BaseModel
-    preprocessor : Preprocessor, ImageNormalizer, PixelFeatures or RawImages
-        Fitted on the training rows.
-    classes : list
-        Original labels; column ``k`` of :meth:`predict_proba` is ``classes[k]``.
-    feature_names : list of str
-    history : History
-        Per-epoch records (networks only).
-    best_epoch : int
-        Epoch whose weights were kept (networks only).
-    stop_reason : str or None
-        Why training ended before ``max_epochs`` (early stopping, divergence).
-    """
-
-    name: str
-    model_kwargs: dict[str, Any]
-    model: nn.Module | BaseModel
-    preprocessor: Any
-    classes: list[Any]
-    feature_names: list[str]
-    config: TrainConfig
-    target: str = "label"
-    input_shape: list[int] = field(default_factory=list)  # (n_features,) or (C, H, W)
-    aliases: dict[str, str] = field(default_factory=dict)
-    history: History = field(default_factory=History)
-    best_epoch: int = 0
-    stop_reason: str | None = None
-    fit_seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def family(self) -> str:
-        return MODELS.get(self.name).family
-
-    @property
-    def n_params(self) -> int:
-        return count_parameters(self.model)
-
-    @property
-    def kind(self) -> str:
-        return "image" if len(self.input_shape) == 3 else "table"
-
-    def _check_input(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        if list(X.shape[1:]) != self.input_shape:
-            what = "images of shape (C, H, W) =" if self.kind == "image" else "rows with"
-            raise InvalidParameterError(
-                f"X must hold {what} {tuple(self.input_shape)}"
-                f"{'' if self.kind == 'image' else ' features'}, as in training; got shape "
-                f"{X.shape}." + (" Resize the images (--resize) to match."
-                                 if self.kind == "image" else "")
-            )
-        return X
-
-    def network_inputs(self, X: np.ndarray) -> tuple[torch.Tensor, Any]:
-        """The tensor a network consumes and the on-device input function (images)."""
-        X = self._check_input(X)
-        if isinstance(self.preprocessor, ImageNormalizer):
-            fn = self.preprocessor.input_fn()
-            if self.config.channels_last:
-                fn = channels_last_fn(fn)
-            X = X if X.flags.writeable and X.flags.c_contiguous else np.array(X)
-            return torch.from_numpy(X), fn
-        return torch.from_numpy(self.preprocessor.transform(X)), None
-
-    def predict_proba(self, X: np.ndarray, device: str = "auto",
-                      batch_size: int = 4096) -> np.ndarray:
-        """Class probabilities for raw (un-preprocessed) rows or images."""
-        if isinstance(self.model, BaseModel):
-            return self.model.predict_proba(self.preprocessor.transform(self._check_input(X)))
-        dev = resolve_device(device)
-        self.model.to(dev)
-        inputs, input_fn = self.network_inputs(X)
-        logits = predict_logits(self.model, inputs, batch_size=batch_size, device=dev,
-                                input_fn=input_fn, amp=self.config.amp)
-        return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Original labels for raw rows."""
-        return np.asarray(self.classes, dtype=object)[self.predict_proba(X).argmax(1)]
-
-    # -- persistence ----------------------------------------------------------------------
-    def to_checkpoint(self) -> dict[str, Any]:
-        if isinstance(self.model, nn.Module):
-            state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        else:
-            state = self.model.get_state()
-        return {
-            "format": MODEL_FORMAT, "version": 1,
-            "name": self.name, "model_kwargs": to_builtin(self.model_kwargs),
-            "state": state, "preprocessing": self.preprocessor.state_dict(),
-            "classes": to_builtin(self.classes), "feature_names": list(self.feature_names),
-            "input_shape": list(self.input_shape),
-            "target": self.target, "aliases": dict(self.aliases),
-            "config": self.config.to_dict(), "history": [dict(r) for r in self.history],
-            "best_epoch": self.best_epoch, "stop_reason": self.stop_reason,
-            "fit_seconds": self.fit_seconds, "info": to_builtin(self.info),
-        }
-
-    def save(self, path: str | Path) -> Path:
-        """Write the model to ``path`` atomically (loads with ``weights_only=True``)."""
-        atomic_torch_save(self.to_checkpoint(), path)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FittedModel:
-        return load_model(path)
-
-
-def _read_checkpoint(path: Path, expected: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirectoryError(f"model file must exist; got {str(path)!r}, which does not.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RunDirectoryError(
-            f"model file {str(path)!r} must be a cellbench checkpoint; loading failed "
-            f"({type(exc).__name__}: {exc}). It may be truncated; retrain or use a backup."
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != expected:
-        raise RunDirectoryError(
-            f"model file {str(path)!r} must be a {expected!r} checkpoint; got "
-            f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}."
-        )
-    return ckpt
-
-
-#: what a model checkpoint must hold, and the type of each value
-_MODEL_KEYS = {"name": str, "model_kwargs": dict, "state": dict, "preprocessing": dict,
-               "classes": list, "feature_names": list, "input_shape": list, "config": dict,
-               "target": str}
-MAX_PARAMETERS = 2_000_000_000  # a loaded model larger than this is refused before it is built
-
-
-def _check_model_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    """Keys, types and sizes of a model checkpoint, checked before anything is built."""
-    where = f"model file {str(path)!r}"
-    missing = [k for k in _MODEL_KEYS if k not in ckpt]
-    wrong = [f"{k!r} ({type(ckpt[k]).__name__}, not {t.__name__})"
-             for k, t in _MODEL_KEYS.items() if k in ckpt and not isinstance(ckpt[k], t)]
-    if missing or wrong:
-        raise RunDirectoryError(
-            f"{where} must hold a complete cellbench model; "
-            + (f"it lacks {', '.join(map(repr, missing))}" if missing else "")
-            + ("; " if missing and wrong else "") + (f"it has {', '.join(wrong)}" if wrong
-                                                     else "")
-            + ". It is damaged or was not written by cellbench: retrain it.")
-    shape = ckpt["input_shape"]
-    if not (len(shape) in (1, 3) and all(isinstance(v, int) and 0 < v <= 10**6 for v in shape)
-            and int(np.prod(shape)) <= 10**8):
-        raise RunDirectoryError(f"{where} must give an input shape of 1 or 3 positive sizes; "
-                                f"got {shape!r}. It is damaged: retrain it.")
-    if not 2 <= len(ckpt["classes"]) <= 10**6:
-        raise RunDirectoryError(f"{where} must list between 2 and 10^6 classes; got "
-                                f"{len(ckpt['classes'])}. It is damaged: retrain it.")
-    if ckpt["name"] not in MODELS:
-        raise RunDirectoryError(f"{where} names model {ckpt['name']!r}, which this cellbench "
-                                "does not know; use the cellbench version that wrote it.")
-
-
-def _build_checked(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> Any:
-    """The checkpoint's model, built only after a free build on the meta device shows that
-    its parameter count is sane and its shapes match the saved weights."""
-    kwargs = dict(n_classes=len(ckpt["classes"]), **_shape_kwargs(list(ckpt["input_shape"])),
-                  random_state=config.random_state, **ckpt["model_kwargs"])
-    if MODELS.get(ckpt["name"]).family != "nn":
-        model = create_model(ckpt["name"], **kwargs)
-        model.set_state(ckpt["state"])
-        return model
-    with torch.device("meta"):
-        shell = create_model(ckpt["name"], **kwargs)
-    n_params = sum(p.numel() for p in shell.parameters())
-    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in ckpt["state"].items() if isinstance(v, torch.Tensor)}
-    if n_params > MAX_PARAMETERS or expected != got:
-        differ = sorted(set(expected) ^ set(got)) or [k for k in expected
-                                                      if expected[k] != got.get(k)]
-        raise RunDirectoryError(
-            f"model file {str(path)!r} must hold weights for the model it describes; it asks "
-            f"for {ckpt['name']!r} with {n_params:,} parameters"
-            + (f" (more than {MAX_PARAMETERS:,})" if n_params > MAX_PARAMETERS else "")
-            + (f", and its weights differ in {format_list(differ, 3)}" if expected != got
-               else "")
-            + ". It is damaged or crafted: retrain it.")
-    model = create_model(ckpt["name"], **kwargs)
-    model.load_state_dict(ckpt["state"])
-    return model.eval()
-
-
-def load_model(path: str | Path) -> FittedModel:
-    """Load a :class:`FittedModel` saved by :meth:`FittedModel.save`.
-
-    Everything loaded is checked before it is used: required keys and types, sizes (no
-    model larger than :data:`MAX_PARAMETERS` is built), weights that fit the model, and one
-    prediction on a row of zeros.
-    """
-    path = Path(path)
-    ckpt = _read_checkpoint(path, MODEL_FORMAT)
-    _check_model_checkpoint(ckpt, path)
-    try:
-        config = TrainConfig.from_dict(ckpt["config"])
-        fm = FittedModel(
-            name=ckpt["name"], model_kwargs=dict(ckpt["model_kwargs"]),
-            model=_build_checked(ckpt, config, path),
-            preprocessor=preprocessor_from_state(ckpt["preprocessing"]),
-            input_shape=list(ckpt["input_shape"]), classes=list(ckpt["classes"]),
-            feature_names=list(ckpt["feature_names"]), config=config, target=ckpt["target"],
-            aliases=dict(ckpt.get("aliases") or {}), history=History(ckpt.get("history") or []),
-            best_epoch=int(ckpt.get("best_epoch") or 0), stop_reason=ckpt.get("stop_reason"),
-            fit_seconds=float(ckpt.get("fit_seconds") or 0.0), info=dict(ckpt.get("info") or {}),
-        )
-        proba = fm.predict_proba(np.zeros((1, *fm.input_shape), np.float32), device="cpu")
-        if proba.shape != (1, len(fm.classes)):
-            raise ValueError(f"a prediction has shape {proba.shape}, not (1, {len(fm.classes)})")
-    except RunDirectoryError:
-        raise
-    except Exception as exc:  # anything a damaged or crafted file makes the build raise
-        raise RunDirectoryError(
-            f"model file {str(path)!r} must hold a model cellbench can rebuild; rebuilding "
-            f"failed ({type(exc).__name__}: {exc}). It is damaged or was not written by "
-            "cellbench: retrain it."
-        ) from exc
-    return fm
 
 
 def check_model(ds: Dataset, train_cfg: TrainConfig) -> None:
@@ -278,10 +46,11 @@ def check_model(ds: Dataset, train_cfg: TrainConfig) -> None:
     resolve_device(train_cfg.device)
     spec = MODELS.get(train_cfg.model)
     _check_kind(spec, ds)
-    if train_cfg.augment and ds.kind != "image":
-        raise InvalidParameterError(f"augment must not be set for a table; got "
-                                    f"{train_cfg.augment!r}. Augmentation transforms images; "
-                                    "drop --augment.")
+    for name, why in (("augment", "Augmentation transforms images"),
+                      ("tta", "Test-time augmentation averages views of images")):
+        if getattr(train_cfg, name) and ds.kind != "image":
+            raise InvalidParameterError(f"{name} must not be set for a table; got "
+                                        f"{getattr(train_cfg, name)!r}. {why}; drop it.")
     class_weight = train_cfg.class_weight
     if isinstance(class_weight, Mapping):
         vector = class_weight_vector(class_weight, ds.y, ds.n_classes, ds.classes)
@@ -290,7 +59,7 @@ def check_model(ds: Dataset, train_cfg: TrainConfig) -> None:
     try:
         with torch.device("meta"):
             model = create_model(spec.name, n_classes=ds.n_classes,
-                                 **_shape_kwargs(list(ds.X.shape[1:])),
+                                 **shape_kwargs(list(ds.X.shape[1:])),
                                  random_state=train_cfg.random_state,
                                  class_weight=class_weight, **train_cfg.model_kwargs)
         if isinstance(model, nn.Module):
@@ -314,18 +83,12 @@ def resume_epoch(run_dir: str | Path) -> int | None:
     last = Path(run_dir) / "checkpoints" / "last.pt"
     if not last.is_file():
         return None
-    return int(_read_checkpoint(last, "cellbench-train-state").get("epoch", 0))
+    return int(read_checkpoint(last, "cellbench-train-state").get("epoch", 0))
 
 
 def make_preprocessor(data_cfg: DataConfig, ds: Dataset) -> Preprocessor:
     return Preprocessor(data_cfg.transform, data_cfg.arcsinh_cofactor(), data_cfg.cofactors,
                         ds.aliases)
-
-
-def _shape_kwargs(shape: list[int]) -> dict[str, Any]:
-    if len(shape) == 3:
-        return {"in_chans": int(shape[0]), "img_size": (int(shape[1]), int(shape[2]))}
-    return {"n_features": int(shape[0])}
 
 
 def _check_kind(spec: Any, ds: Dataset) -> None:
@@ -383,6 +146,13 @@ class Prepared:
     n_classes: int
     classes: list[Any]
     input_shape: list[int]
+    build_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # but the seed
+
+    def rebuild(self, random_state: int) -> Prepared:
+        """The same inputs with a new model seeded ``random_state`` (an ensemble member)."""
+        seed_everything(random_state)
+        model = create_model(self.spec.name, random_state=random_state, **self.build_kwargs)
+        return dataclasses.replace(self, model=model)
 
     def fit_network(self, train_cfg: TrainConfig, **kwargs: Any) -> Any:
         """:func:`~cellbench.train.engine.fit` on these inputs (keyword arguments pass on)."""
@@ -411,34 +181,65 @@ def prepare(ds: Dataset, split: Split, train_cfg: TrainConfig,
         vector = class_weight_vector(class_weight, y_train, ds.n_classes, ds.classes)
         class_weight = dict(enumerate(vector.tolist()))
     shape = list(ds.X.shape[1:])
-    model = create_model(spec.name, n_classes=ds.n_classes, **_shape_kwargs(shape),
-                         random_state=train_cfg.random_state, class_weight=class_weight,
-                         **train_cfg.model_kwargs)
+    build = dict(n_classes=ds.n_classes, **shape_kwargs(shape), class_weight=class_weight,
+                 **train_cfg.model_kwargs)
+    model = create_model(spec.name, random_state=train_cfg.random_state, **build)
     return Prepared(spec, model, pre, X_train, y_train, X_val, y_val, input_fn, ds.n_classes,
-                    list(ds.classes), shape)
+                    list(ds.classes), shape, build)
 
 
 def _train_network(p: Prepared, train_cfg: TrainConfig, split: Split,
                    run_dir: str | Path | None, resume: bool, progress: Any, verbose: bool,
-                   callbacks: tuple[Callback, ...]) -> Any:
+                   callbacks: tuple[Callback, ...], member: str = "") -> Any:
+    """Train ``p.model``; a member of a seed ensemble checkpoints to ``<member>.pt``. A
+    checkpoint whose training finished is loaded on ``resume``, not trained further."""
     cbs: list[Callback] = [EarlyStopping(effective_monitor(train_cfg, p.X_val is not None),
                                          train_cfg.patience), *callbacks]
     resume_state = None
     if run_dir is not None:
-        last = Path(run_dir) / "checkpoints" / "last.pt"
+        last = Path(run_dir) / "checkpoints" / f"{member or 'last'}.pt"
         ident = {"model_name": p.spec.name, "preprocessing": p.preprocessor.state_dict()}
         if resume and last.is_file():
-            resume_state = _read_checkpoint(last, "cellbench-train-state")
-            if resume_state["config"] != train_cfg.to_dict():
+            resume_state = read_checkpoint(last, "cellbench-train-state")
+            if TrainConfig.from_dict(resume_state["config"]).ident() != train_cfg.ident():
                 raise RunDirectoryError(
                     f"--resume must use the configuration of the interrupted run in "
                     f"{str(run_dir)!r}; the training settings differ. Rerun with the "
                     "original settings, or start a new run directory."
                 )
+        if resume_state is not None and resume_state.get("finished"):
+            p.model.load_state_dict(resume_state["model"])
+            return SimpleNamespace(history=History(resume_state["history"]),
+                                   best_epoch=int(resume_state.get("best_epoch") or 0),
+                                   stop_reason=resume_state.get("stop_reason"))
         cbs.append(Checkpoint(last, extra=ident))
     if progress is not None or verbose:
-        cbs.append(ProgressBar(f"{p.spec.name} [{split.name}]", progress=progress))
+        what = f"{p.spec.name} [{split.name}]" + (f" {member}" if member else "")
+        cbs.append(ProgressBar(what, progress=progress))
     return p.fit_network(train_cfg, callbacks=cbs, resume=resume_state)
+
+
+def _train_members(p: Prepared, train_cfg: TrainConfig, split: Split, **kwargs: Any) -> tuple:
+    """Train the network, or each member of a seed ensemble (``train_cfg.ensemble``), on the
+    same inputs: member ``i`` is built and trained with :func:`member_seed` ``(seed, i)``.
+    Extra callbacks (a tuning pruner) watch the first member only."""
+    n = train_cfg.ensemble
+    if n == 1:
+        state = _train_network(p, train_cfg, split, **kwargs)
+        return p.model.cpu().eval(), state, {}
+    models, states, members = [], [], []
+    for i in range(n):
+        seed = member_seed(train_cfg.random_state, i)
+        q = p if i == 0 else p.rebuild(seed)
+        cfg = train_cfg.replace(random_state=seed, ensemble=1)
+        state = _train_network(q, cfg, split, **{**kwargs, "callbacks": kwargs["callbacks"]
+                                                 if i == 0 else ()},
+                               member="" if i == 0 else f"member{i}")
+        models.append(q.model.cpu().eval())
+        states.append(state)
+        members.append({"seed": seed, "epochs": len(state.history),
+                        "best_epoch": state.best_epoch, "stop_reason": state.stop_reason})
+    return SeedEnsemble(models).eval(), states[0], {"members": members}
 
 
 def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
@@ -479,10 +280,10 @@ def train_model(ds: Dataset, split: Split, train_cfg: TrainConfig,
             model.on_iteration = None
         info = model.fit_info()
     else:
-        state = _train_network(p, train_cfg, split, run_dir, resume, progress, verbose,
-                               callbacks)
+        model, state, info = _train_members(p, train_cfg, split, run_dir=run_dir,
+                                            resume=resume, progress=progress,
+                                            verbose=verbose, callbacks=callbacks)
         history, best_epoch, stop_reason = state.history, state.best_epoch, state.stop_reason
-        model.cpu().eval()
     return FittedModel(
         name=p.spec.name, model_kwargs={**p.spec.defaults, **train_cfg.model_kwargs},
         model=model, preprocessor=p.preprocessor, classes=list(ds.classes),
