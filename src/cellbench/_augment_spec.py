@@ -9,7 +9,10 @@ from __future__ import annotations
 from ._utils import did_you_mean
 from .exceptions import InvalidParameterError
 
-__all__ = ["AUGMENTATIONS", "parse_augment"]
+__all__ = ["AUGMENTATIONS", "TTA_VIEWS", "parse_augment", "trained_symmetries"]
+
+#: test-time augmentation settings, from fewest views to most
+TTA_VIEWS = (None, "flip", "d4")
 
 
 #: name -> (default value, allowed range) ; flags have no value
@@ -68,3 +71,21 @@ def parse_augment(spec: str) -> dict[str, float | None]:
             )
         ops[name] = value
     return ops
+
+
+def trained_symmetries(augment: str | None) -> str | None:
+    """The test-time views a policy trained the network to be indifferent to: ``d4`` with
+    flips and 90-degree turns, ``flip`` with flips, None otherwise (``train.tta=auto``).
+
+    Views the network never saw in training make test-time augmentation worse, not better:
+    on BreastMNIST (ultrasound, trained with flips and small rotations) the 8 views of ``d4``
+    cost 3 points of test accuracy where the 4 flips cost nothing
+    (``bench/images/recipe_results.md``).
+
+    >>> trained_symmetries("flip,rot90,mixup=0.2"), trained_symmetries("flip,rotate=15")
+    ('d4', 'flip')
+    """
+    ops = parse_augment(augment) if augment else {}
+    if "flip" in ops:
+        return "d4" if "rot90" in ops else "flip"
+    return None

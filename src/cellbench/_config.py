@@ -266,7 +266,7 @@ class TrainConfig(_Base):
     channels_last: bool = True
     label_smoothing: float = 0.0  # networks: training targets (1 - e) one-hot + e / n_classes
     ema: float | None = None  # networks: evaluate and keep an average of the weights (decay)
-    tta: str | None = None  # images: average predictions over 'flip' (4) or 'd4' (8) views
+    tta: str | None = None  # images: mean over test views: auto, flip (4) or d4 (8)
     ensemble: int = 1  # networks: train N members (seeds differ) and average probabilities
 
     def ident(self) -> dict[str, Any]:
@@ -317,9 +317,10 @@ class TrainConfig(_Base):
         check(ema is None or (isinstance(ema, float) and 0 < ema < 1),
               f"train.ema must be a decay in (0, 1) or None; got {ema!r}. 0.999 is usual "
               "(about the last 1,000 steps).")
-        check(self.tta in (None, "flip", "d4"),
-              f"train.tta must be 'flip', 'd4' or None; got {self.tta!r}. 'flip' averages 4 "
-              "flipped views of each image, 'd4' adds the 90-degree rotations (square images).")
+        check(self.tta in (None, "auto", "flip", "d4"),
+              f"train.tta must be 'auto', 'flip', 'd4' or None; got {self.tta!r}. 'flip' "
+              "averages 4 flipped views of each image, 'd4' adds the 90-degree rotations "
+              "(square images), 'auto' takes the views the augmentation trained for.")
         check(self.optimizer in OPTIMIZER_NAMES,
               f"train.optimizer must be one of {', '.join(OPTIMIZER_NAMES)}; "
               f"got {self.optimizer!r}.")

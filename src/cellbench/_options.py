@@ -113,8 +113,8 @@ TRAIN = Section("train", {
                                                            "training targets, e.g. 0.1."),
     "ema": _opt(float, "--ema", help="Networks: evaluate and keep a moving average of the "
                                      "weights with this decay, e.g. 0.999."),
-    "tta": _opt(str, "--tta", help="Images: average predictions over flipped views: flip "
-                                   "(4) or d4 (8, with rotations)."),
+    "tta": _opt(str, "--tta", help="Images: average predictions over views: auto (those "
+                                   "--augment trained for), flip (4) or d4 (8)."),
     "ensemble": _opt(int, "--ensemble", help="Networks: train N members with different "
                                              "seeds and average their probabilities."),
     "seed": _opt(int, "--seed", help="Training seed."),

@@ -68,7 +68,7 @@ def test_label_smoothing_is_the_training_loss(eps):
 def test_bad_recipe_settings_are_refused_with_a_hint():
     for bad, match in [({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
                        ({"ema": 1.5}, r"ema must be a decay in \(0, 1\) or None.*0\.999"),
-                       ({"tta": "rot"}, r"tta must be 'flip', 'd4' or None"),
+                       ({"tta": "rot"}, r"tta must be .auto., .flip., .d4. or None"),
                        ({"ensemble": 0}, r"ensemble must be an int in \[1, 100\]")]:
         with pytest.raises(InvalidParameterError, match=match):
             TrainConfig(**bad)
@@ -249,3 +249,35 @@ def test_later_settings_at_their_defaults_keep_older_units_reusable():
     assert set(TrainConfig().to_dict()) - set(ident) == {"label_smoothing", "ema", "tta",
                                                          "ensemble"}
     assert math.isclose(TrainConfig(ema=0.99).ident()["ema"], 0.99)
+
+
+def test_tta_auto_takes_the_views_the_augmentation_trained_for(images):
+    from cellbench._augment_spec import trained_symmetries
+
+    assert [trained_symmetries(a) for a in (None, "rotate=10", "flip,shift=0.1",
+                                            "rot90,flip")] == [None, None, "flip", "d4"]
+    split = holdout_split(images.y, images.groups, random_state=0)
+    cfg = TrainConfig(model="cnn-seed003", max_epochs=1, batch_size=16, device="cpu",
+                      augment="flip,shift=0.1")
+    fm = train_model(images, split, cfg)
+    X = images.X[split.test]
+    fm.config = cfg.replace(tta="flip")
+    flip = fm.predict_proba(X)
+    fm.config = cfg.replace(tta="auto")
+    np.testing.assert_array_equal(fm.predict_proba(X), flip)
+
+
+def test_tta_views_the_augmentation_never_showed_are_warned_about(images):
+    from cellbench.exceptions import CellbenchWarning
+
+    with pytest.warns(CellbenchWarning, match=r"tta='d4' averages over views the network "
+                                              r"never saw.*covers flip views.*add rot90"):
+        check_model(images, TrainConfig(model="cnn-seed003", tta="d4", augment="flip"))
+    with pytest.warns(CellbenchWarning, match=r"covers no views.*add flip"):
+        check_model(images, TrainConfig(model="cnn-seed003", tta="flip"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_model(images, TrainConfig(model="cnn-seed003", tta="d4", augment="rot90,flip"))
+        check_model(images, TrainConfig(model="cnn-seed003", tta="auto"))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._augment_spec import trained_symmetries
 from .._config import TrainConfig
 from .._utils import atomic_torch_save, format_list, resolve_device, to_builtin
 from ..data.transforms import ImageNormalizer, preprocessor_from_state
@@ -136,7 +137,10 @@ class FittedModel:
         self.model.to(dev)
         inputs, input_fn = self.network_inputs(X)
         image = self.kind == "image"
-        views = tta_views(self.config.tta if image else None,
+        tta = self.config.tta
+        if tta == "auto":  # the views the training augmentation covered
+            tta = trained_symmetries(self.config.augment)
+        views = tta_views(tta if image else None,
                           image and self.input_shape[1] == self.input_shape[2])
         proba = None
         for view in views:  # test-time augmentation: the mean over the views' probabilities
