@@ -62,6 +62,17 @@ def test_same_random_state_same_predictions(tiny_table):
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
+def test_seed_ensemble_through_the_estimator(tiny_table):
+    X, y, groups = _xy(tiny_table)
+    est = CellbenchClassifier(model="mlp", max_epochs=2, ensemble=3, ema=0.9,
+                              label_smoothing=0.1, random_state=1).fit(X, y, groups)
+    assert [m["seed"] for m in est.model_.info["members"]] == [1, 1001, 2001]
+    assert est.predict_proba(X).shape == (len(X), 3)
+    with pytest.raises(InvalidParameterError, match=r"The 'ensemble' parameter of "
+                                                    r"CellbenchClassifier must be an int"):
+        CellbenchClassifier(ensemble=0).fit(X, y)
+
+
 def test_dict_class_weights_shift_predictions(tiny_table):
     X, y, _ = _xy(tiny_table)
     plain = CellbenchClassifier(model="logreg", random_state=0).fit(X, y)

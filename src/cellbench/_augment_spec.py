@@ -79,7 +79,8 @@ def trained_symmetries(augment: str | None) -> str | None:
 
     Views the network never saw in training make test-time augmentation worse, not better:
     on BreastMNIST (ultrasound, trained with flips and small rotations) the 8 views of ``d4``
-    cost 3 points of test accuracy where the 4 flips cost nothing
+    cost 1-15 points of test accuracy across four networks where the 4 flips cost at most
+    half a point
     (``bench/images/recipe_results.md``).
 
     >>> trained_symmetries("flip,rot90,mixup=0.2"), trained_symmetries("flip,rotate=15")

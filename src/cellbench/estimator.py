@@ -48,8 +48,10 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
     cofactor : float
         arcsinh cofactor (5 for mass, 150 for flow cytometry).
     optimizer, lr, weight_decay, scheduler, max_epochs, batch_size, patience, class_weight,
-    sampler, grad_clip, device
-        As in :class:`cellbench.TrainConfig` (networks only, except ``class_weight``).
+    sampler, grad_clip, label_smoothing, ema, ensemble, device
+        As in :class:`cellbench.TrainConfig` (networks only, except ``class_weight``);
+        ``ensemble=5`` trains 5 networks with different seeds and averages their
+        probabilities.
     val_size : float
         Fraction of rows held out for early stopping (0 disables it).
     random_state : int or None
@@ -78,6 +80,7 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
                  scheduler: str | None = None, max_epochs: int = 100, batch_size: int = 256,
                  patience: int | None = 10, class_weight: str | None = None,
                  sampler: str | None = None, grad_clip: float | None = None,
+                 label_smoothing: float = 0.0, ema: float | None = None, ensemble: int = 1,
                  val_size: float = 0.15, device: str = "auto", random_state: int | None = None,
                  verbose: int = 0) -> None:
         self.model = model
@@ -94,6 +97,9 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.sampler = sampler
         self.grad_clip = grad_clip
+        self.label_smoothing = label_smoothing
+        self.ema = ema
+        self.ensemble = ensemble
         self.val_size = val_size
         self.device = device
         self.random_state = random_state
@@ -114,7 +120,9 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
                 lr=self.lr, weight_decay=self.weight_decay, scheduler=self.scheduler,
                 max_epochs=self.max_epochs, batch_size=self.batch_size,
                 patience=self.patience if self.val_size > 0 else None,
-                sampler=self.sampler, grad_clip=self.grad_clip, device=self.device)
+                sampler=self.sampler, grad_clip=self.grad_clip,
+                label_smoothing=self.label_smoothing, ema=self.ema, ensemble=self.ensemble,
+                device=self.device)
             data = DataConfig(transform=tuple(self.preprocessing), cofactor=self.cofactor)
         except InvalidParameterError as exc:
             # "train.lr must be ..." -> "The 'lr' parameter of CellbenchClassifier must be ..."
