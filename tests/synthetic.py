@@ -1,12 +1,14 @@
-"""Tiny synthetic data for tests and benchmarks (a module of its own, so any test file can
-import it: ``conftest`` modules share one name across folders)."""
+"""Tiny synthetic data (and a simulated Ctrl-C) for tests and benchmarks (a module of its
+own, so any test file can import it: ``conftest`` modules share one name across folders)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["make_table"]
+from cellbench.train import Callback
+
+__all__ = ["Interrupt", "make_table"]
 
 
 def make_table(n: int = 300, n_features: int = 12, n_classes: int = 3, n_donors: int = 12,
@@ -22,3 +24,17 @@ def make_table(n: int = 300, n_features: int = 12, n_classes: int = 3, n_donors:
     frame["label"] = np.array([f"type{k}" for k in range(n_classes)])[y]
     frame["donor"] = [f"D{d:02d}" for d in donors]
     return frame
+
+
+
+class Interrupt(Callback):
+    """A training callback that simulates Ctrl-C after the checkpoint of epoch ``at``."""
+
+    order = 100
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.at:
+            raise KeyboardInterrupt

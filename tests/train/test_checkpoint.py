@@ -9,7 +9,8 @@ import torch
 from cellbench._config import DataConfig, TrainConfig
 from cellbench.data import holdout_split, load_table
 from cellbench.exceptions import RunDirectoryError
-from cellbench.train import Callback, load_model, train_model
+from cellbench.train import load_model, train_model
+from synthetic import Interrupt  # tests/ is on sys.path (pytest rootdir)
 
 
 @pytest.fixture
@@ -31,19 +32,6 @@ def test_saved_model_predicts_the_same_after_loading(tmp_path, ds, model):
     assert list(again.predict(X)) == list(fm.predict(X))
     assert again.preprocessor.steps == ("arcsinh", "standardize")
     assert again.classes == ["type0", "type1", "type2"]
-
-
-class Interrupt(Callback):
-    """Simulates Ctrl-C after the checkpoint of epoch ``at`` was written."""
-
-    order = 100
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_epoch_end(self, state):
-        if state.epoch == self.at:
-            raise KeyboardInterrupt
 
 
 def _strip(history):

@@ -19,6 +19,7 @@ from cellbench.train import Callback, fit, load_model, train_model
 from cellbench.train.ema import WeightAverage
 from cellbench.train.fitted import tta_views
 from cellbench.train.trainer import Prepared, check_model
+from synthetic import Interrupt  # tests/ is on sys.path (pytest rootdir)
 
 
 @pytest.fixture
@@ -116,17 +117,6 @@ def test_ema_is_what_is_measured_kept_and_returned(ds):
     logits = state.ema.module.eval()(Xv.float())
     assert state.history[-1]["valid_loss"] == pytest.approx(
         F.cross_entropy(logits, yv).item(), rel=1e-5)
-
-
-class Interrupt(Callback):
-    order = 100
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_epoch_end(self, state):
-        if state.epoch == self.at:
-            raise KeyboardInterrupt
 
 
 def test_training_with_ema_resumes_exactly(tmp_path, ds):
