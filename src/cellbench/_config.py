@@ -36,7 +36,7 @@ __all__ = [
     "parse_augment",
 ]
 
-TRANSFORMS = ("arcsinh", "standardize", "quantile")
+TRANSFORMS = ("arcsinh", "standardize", "quantile", "sample-standardize", "sample-quantile")
 CYTOMETRY_COFACTORS = {"mass": 5.0, "flow": 150.0}
 
 

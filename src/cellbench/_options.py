@@ -63,8 +63,9 @@ DATA = Section("data", {
     "split_column": _opt(str, "--split-column", help="Column of train/val/test: use the "
                                                      "split as given."),
     "transform": _opt(str, "--transform", help="Preprocessing fitted on train: arcsinh,"
-                                               "standardize,quantile (comma-separated, in "
-                                               "order)."),
+                                               "standardize,quantile, and sample-standardize "
+                                               "or sample-quantile to align each sample "
+                                               "(--groups) (comma-separated, in order)."),
     "cells_per_sample": _opt(int, "--cells-per-sample", help="Draw N cells of each sample "
                              "at load time (stratified by label, seeded; --groups names the "
                              "samples of a table)."),

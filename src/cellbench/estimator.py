@@ -44,7 +44,9 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
     model_kwargs : dict, optional
         The model's own arguments, e.g. ``{"width": 256, "dropout": 0.2}``.
     preprocessing : sequence of str
-        Steps fitted on training rows only: ``arcsinh``, ``standardize``, ``quantile``.
+        Steps fitted on training rows only: ``arcsinh``, ``standardize``, ``quantile``,
+        and ``sample-standardize`` / ``sample-quantile``, which align each sample (``groups``
+        of :meth:`fit` and :meth:`predict_proba`) to the training samples.
     cofactor : float
         arcsinh cofactor (5 for mass, 150 for flow cytometry).
     optimizer, lr, weight_decay, scheduler, max_epochs, batch_size, patience, class_weight,
@@ -166,8 +168,12 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
                           "nothing.", CellbenchWarning, stacklevel=2)
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, columns in the order of ``classes_``."""
+    def predict_proba(self, X: Any, groups: Any = None) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``.
+
+        ``groups`` names each row's sample for ``preprocessing`` steps that align samples
+        (``sample-standardize``, ``sample-quantile``); None: the rows are one sample.
+        """
         check_is_fitted(self, "model_")
         X_arr = validate_data(self, X, reset=False, dtype=np.float32, ensure_all_finite=False)
         bad = ~np.isfinite(X_arr)
@@ -176,9 +182,13 @@ class CellbenchClassifier(ClassifierMixin, BaseEstimator):
                 f"X must be finite; got {int(bad.sum())} NaN or inf values (first in row "
                 f"{int(np.argmax(bad.any(axis=1))) + 1}). Impute or drop those rows first."
             )
-        return self.model_.predict_proba(X_arr, device=self.device)
+        if groups is not None and len(groups) != len(X_arr):
+            raise InvalidParameterError(f"groups must hold one sample id per row of X "
+                                        f"({len(X_arr)}); got {len(groups)}.")
+        return self.model_.predict_proba(X_arr, device=self.device,
+                                         groups=None if groups is None else np.asarray(groups))
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted labels."""
+    def predict(self, X: Any, groups: Any = None) -> np.ndarray:
+        """Predicted labels (``groups`` as in :meth:`predict_proba`)."""
         check_is_fitted(self, "model_")
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return self.classes_[self.predict_proba(X, groups).argmax(axis=1)]

@@ -70,7 +70,7 @@ def test_bad_settings_and_use_before_fit():
 @pytest.fixture
 def small_chunks(monkeypatch):
     """The chunked path of a large table, taken on a small one."""
-    from cellbench.data import transforms
+    from cellbench.data import table_transforms as transforms
 
     monkeypatch.setattr(transforms, "LARGE_ROWS", 500)
     monkeypatch.setattr(transforms, "CHUNK_ROWS", 1024)

@@ -96,7 +96,9 @@ def plan_units(cfg: RunConfig, choices: Sequence[ModelChoice], splits: Sequence[
 
 
 def _predict(fm: FittedModel, ds: Dataset, index: np.ndarray) -> np.ndarray:
-    return fm.predict_proba(ds.X[index]) if len(index) else np.zeros((0, ds.n_classes))
+    if not len(index):
+        return np.zeros((0, ds.n_classes))
+    return fm.predict_proba(ds.X[index], groups=None if ds.groups is None else ds.groups[index])
 
 
 def _evaluate(ds: Dataset, index: np.ndarray, proba: np.ndarray) -> Metrics | None:

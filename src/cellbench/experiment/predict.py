@@ -20,6 +20,7 @@ import pandas as pd
 from .._utils import atomic_path, format_list
 from ..data.anndata_io import PredictionsCopy
 from ..data.images import IMAGE_SUFFIXES, is_image_source, read_images_for_prediction
+from ..data.sample_norm import sample_blocks, stat_rows
 from ..data.stream import TableStream, open_table
 from ..exceptions import DataError, RunDirectoryError
 from ..train.trainer import FittedModel, load_model
@@ -134,10 +135,12 @@ class _Plan:
     features: list[str]  # in the model's order
     carry: list[str]  # copied into the output (sample, patient)
     target: str | None  # the training label column, when the data has it
+    sample: str | None = None  # names each row's sample, for per-sample normalisation
 
     @property
     def wanted(self) -> list[str]:
-        return list(dict.fromkeys([*self.features, *self.carry, *filter(None, [self.target])]))
+        return list(dict.fromkeys([*self.features, *self.carry,
+                                   *filter(None, [self.target, self.sample])]))
 
 
 def _plan(fm: FittedModel, table: TableStream, data: str | Path) -> _Plan:
@@ -157,7 +160,46 @@ def _plan(fm: FittedModel, table: TableStream, data: str | Path) -> _Plan:
             f"{format_list(missing, 8)}. Its columns: {format_list(list(table.columns), 12)}."
         )
     carry = [c for c in ("sample", "patient") if c in table.columns and c not in columns]
-    return _Plan(columns, carry, fm.target if fm.target in table.columns else None)
+    sample = None
+    if getattr(fm.preprocessor, "per_sample", False):  # the training groups column, else
+        sample = next((c for c in (fm.preprocessor.group_name, "sample")  # a folder's files
+                       if c and c in table.columns and c not in columns), None)
+    return _Plan(columns, carry, fm.target if fm.target in table.columns else None, sample)
+
+
+def _sample_keys(chunk: pd.DataFrame, plan: _Plan) -> np.ndarray | None:
+    return None if plan.sample is None else chunk[plan.sample].astype(str).to_numpy(object)
+
+
+def _sample_statistics(fm: FittedModel, table: TableStream, plan: _Plan, data: Path,
+                       chunk_rows: int) -> dict[Any, list[np.ndarray]]:
+    """Each sample's statistics for a model that normalises samples (``sample-*`` steps):
+    from the same rows as in training (every k-th finite row of the sample, in file order),
+    in two passes over the file: count, then collect. Without a sample column (the training
+    ``--groups`` column, or ``sample``) the whole file is one sample."""
+    def finite() -> Any:
+        offset = 0
+        for chunk in table.chunks(plan.wanted, chunk_rows):
+            X = _numeric(chunk, plan.features, data, offset)
+            ok = np.isfinite(X).all(axis=1)
+            keys = _sample_keys(chunk, plan)
+            yield X[ok], (np.full(int(ok.sum()), None, object) if keys is None else keys[ok])
+            offset += len(chunk)
+
+    counts: dict[Any, int] = {}
+    for X, keys in finite():
+        for b in sample_blocks(keys, len(X)):
+            counts[keys[b[0]]] = counts.get(keys[b[0]], 0) + len(b)
+    seen = dict.fromkeys(counts, 0)
+    kept: dict[Any, list[np.ndarray]] = {key: [] for key in counts}
+    for X, keys in finite():
+        for b in sample_blocks(keys, len(X)):
+            key = keys[b[0]]
+            position = seen[key] + np.arange(len(b))
+            kept[key].append(X[b[position % stat_rows(counts[key]).step == 0]])
+            seen[key] += len(b)
+    return {key: fm.preprocessor.sample_statistics(np.concatenate(rows))
+            for key, rows in kept.items()}
 
 
 def _numeric(chunk: pd.DataFrame, columns: list[str], data: str | Path,
@@ -230,6 +272,9 @@ def _predict_chunks(fm: FittedModel, table: TableStream, plan: _Plan, data: Path
                     *, dropna: bool, chunk_rows: int,
                     keep_frame: bool | None) -> tuple[_Tally, pd.DataFrame | None]:
     tally = _Tally(fm)
+    stats = None
+    if getattr(fm.preprocessor, "per_sample", False):
+        stats = _sample_statistics(fm, table, plan, data, chunk_rows)
     kept: list[pd.DataFrame] | None = None if keep_frame is False else []
     offset, n_bad, first_bad = 0, 0, None
     for chunk in table.chunks(plan.wanted, chunk_rows):
@@ -241,7 +286,10 @@ def _predict_chunks(fm: FittedModel, table: TableStream, plan: _Plan, data: Path
         if first_bad is None:
             proba = np.full((len(X), len(fm.classes)), np.nan)
             if (~bad).any():
-                proba[~bad] = fm.predict_proba(X[~bad])
+                keys = _sample_keys(chunk, plan)
+                proba[~bad] = fm.predict_proba(
+                    X[~bad], groups=None if keys is None else keys[~bad],
+                    stats_by_sample=stats)
             result = pd.DataFrame({"row": np.arange(offset + 1, offset + len(X) + 1)})
             for col in plan.carry:
                 result[col] = chunk[col].to_numpy()

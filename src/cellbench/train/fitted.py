@@ -117,8 +117,10 @@ class FittedModel:
             )
         return X
 
-    def network_inputs(self, X: np.ndarray) -> tuple[torch.Tensor, Any]:
-        """The tensor a network consumes and the on-device input function (images)."""
+    def network_inputs(self, X: np.ndarray, groups: np.ndarray | None = None,
+                       stats_by_sample: Any = None) -> tuple[torch.Tensor, Any]:
+        """The tensor a network consumes and the on-device input function (images);
+        ``groups`` and ``stats_by_sample`` as in :meth:`predict_proba`."""
         X = self._check_input(X)
         if isinstance(self.preprocessor, ImageNormalizer):
             fn = self.preprocessor.input_fn()
@@ -126,16 +128,31 @@ class FittedModel:
                 fn = channels_last_fn(fn)
             X = X if X.flags.writeable and X.flags.c_contiguous else np.array(X)
             return torch.from_numpy(X), fn
-        return torch.from_numpy(self.preprocessor.transform(X)), None
+        return torch.from_numpy(self._transform(X, groups, stats_by_sample)), None
 
-    def predict_proba(self, X: np.ndarray, device: str = "auto",
-                      batch_size: int = 4096) -> np.ndarray:
-        """Class probabilities for raw (un-preprocessed) rows or images."""
+    def _transform(self, X: np.ndarray, groups: np.ndarray | None,
+                   stats_by_sample: Any) -> np.ndarray:
+        if getattr(self.preprocessor, "per_sample", False):
+            return self.preprocessor.transform(X, groups, stats_by_sample)
+        return self.preprocessor.transform(X)
+
+    def predict_proba(self, X: np.ndarray, device: str = "auto", batch_size: int = 4096,
+                      groups: np.ndarray | None = None,
+                      stats_by_sample: Any = None) -> np.ndarray:
+        """Class probabilities for raw (un-preprocessed) rows or images.
+
+        A model whose preprocessing aligns each sample (``--transform sample-*``) normalises
+        the rows of each sample named by ``groups`` (None: all rows are one sample) with
+        that sample's statistics: from these rows, or ``stats_by_sample[group]``
+        (:meth:`~cellbench.data.transforms.Preprocessor.sample_statistics`) for data
+        predicted in chunks.
+        """
         if isinstance(self.model, BaseModel):
-            return self.model.predict_proba(self.preprocessor.transform(self._check_input(X)))
+            return self.model.predict_proba(
+                self._transform(self._check_input(X), groups, stats_by_sample))
         dev = resolve_device(device)
         self.model.to(dev)
-        inputs, input_fn = self.network_inputs(X)
+        inputs, input_fn = self.network_inputs(X, groups, stats_by_sample)
         image = self.kind == "image"
         tta = self.config.tta
         if tta == "auto":  # the views the training augmentation covered

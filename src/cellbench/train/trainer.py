@@ -105,8 +105,15 @@ def resume_epoch(run_dir: str | Path) -> int | None:
 
 
 def make_preprocessor(data_cfg: DataConfig, ds: Dataset) -> Preprocessor:
-    return Preprocessor(data_cfg.transform, data_cfg.arcsinh_cofactor(), data_cfg.cofactors,
-                        ds.aliases)
+    pre = Preprocessor(data_cfg.transform, data_cfg.arcsinh_cofactor(), data_cfg.cofactors,
+                       ds.aliases, group_name=ds.group_name)
+    if pre.per_sample and ds.groups is None:
+        step = next(s for s in pre.steps if s.startswith("sample-"))
+        raise DataError(
+            f"transform step {step!r} aligns each sample's markers and must know the sample "
+            f"of every row; {ds.source or 'the data'!r} has no groups. Pass --groups COLUMN "
+            "(e.g. --groups sample; groups= in the Python API), or drop the step.")
+    return pre
 
 
 def _check_kind(spec: Any, ds: Dataset) -> None:
@@ -126,9 +133,11 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
     train, val = split.train, split.val
     y_train, y_val = ds.y[train], (ds.y[val] if len(val) else None)
     if ds.kind == "table":
-        pre: Any = make_preprocessor(data_cfg, ds).fit(ds.X, ds.feature_names, rows=train)
-        X_val = pre.transform_rows(ds.X, val) if len(val) else None
-        return pre, (pre.transform_rows(ds.X, train), y_train), (X_val, y_val), None
+        pre: Any = make_preprocessor(data_cfg, ds).fit(ds.X, ds.feature_names, rows=train,
+                                                       groups=ds.groups)
+        X_val = pre.transform_rows(ds.X, val, ds.groups) if len(val) else None
+        return (pre, (pre.transform_rows(ds.X, train, ds.groups), y_train), (X_val, y_val),
+                None)
     if spec.family == "nn":
         pre = ImageNormalizer(data_cfg.image_norm).fit(ds.X[train])
         issue = pre.pixel_scale_issue()

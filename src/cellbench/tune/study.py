@@ -451,7 +451,8 @@ def make_objective(cfg: RunConfig, ds: Any, splits: list[Any], space: Mapping[st
                 best = fm.history[fm.best_epoch - 1]
                 score = float(best[key])
             else:
-                proba = fm.predict_proba(ds.X[split.val])
+                proba = fm.predict_proba(ds.X[split.val], groups=None if ds.groups is None
+                                         else ds.groups[split.val])
                 score = evaluate_predictions(ds.y[split.val], proba, ds.classes,
                                              n_boot=1)[settings.metric]["value"]
             scores.append(score)
