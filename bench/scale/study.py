@@ -4,7 +4,9 @@ Writes a synthetic study of 100 Parquet files (one per sample) x 100,000 cells x
 (8 cell types, a per-sample shift like a batch effect) to ``bench/scale/_work/study``, then
 runs, each in its own process under ``/usr/bin/time -v``:
 
-1. the baseline: a process that imports cellbench, torch and LightGBM and loads nothing;
+1. the baseline: a process that imports cellbench and the libraries a job loads (torch and
+   its optimizers, LightGBM, scikit-learn, matplotlib, pyarrow.parquet, jinja2) and loads no
+   data;
 2. ``cellbench compare STUDY --cells-per-sample 20000 -m lda,mlp`` (2,000,000 cells drawn),
 3. the same with ``-m mlp`` alone (the data path and one network);
 4. ``cellbench predict`` of the MLP over all 10^7 cells of the folder.
@@ -88,8 +90,13 @@ def main() -> None:
     run = WORK / "compare"
     shutil.rmtree(run, ignore_errors=True)
 
+    # the libraries a job loads, whatever its data: torch's optimizers, matplotlib, Arrow's
+    # Parquet reader, the report's templates (about 100 MB, lazily imported by the job)
     baseline = timed([sys.executable, "-c", "import cellbench, torch, lightgbm; "
-                      "import cellbench.experiment, cellbench.cli"])
+                      "import cellbench.experiment, cellbench.cli, torch.optim, "
+                      "matplotlib.pyplot, pyarrow.parquet, jinja2, scipy.stats, "
+                      "sklearn.discriminant_analysis; torch.optim.Adam(torch.nn.Linear(2, 2)"
+                      ".parameters()); matplotlib.pyplot.figure()"])
     compares = {}
     for models in ("mlp", "lda,mlp"):
         out = run / models.replace(",", "-")

@@ -127,6 +127,22 @@ def resolve_device(device: str | None) -> Any:
 # Names
 
 
+def release_free_memory() -> None:
+    """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``), so a
+    loader's transient buffers do not stay in the process's resident memory; elsewhere a
+    no-op."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # no C library to ask (not Linux/glibc)
+        pass
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """Return the closest match to ``name`` among ``choices``, or ``None``."""
     choices = list(choices)

@@ -251,7 +251,7 @@ def check_dataset(ds: Dataset, id_like: Sequence[tuple[str, str]] = (),
               "Accuracy will flatter the majority class: read balanced accuracy and macro-F1, "
               "and consider --class-weight balanced.")
     if ds.groups is not None:
-        n_groups = len(np.unique(ds.groups))
+        n_groups = ds.n_groups
         if n_groups < 3:
             _warn(issues, "few_groups",
                   f"Only {n_groups} distinct groups in {ds.group_name!r}: a grouped split "
@@ -337,8 +337,10 @@ def check_scale(ds: Dataset, transform: Sequence[str]) -> list[DataIssue]:
     return issues
 
 
-def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | None) -> None:
-    """Raise :class:`DataLeakageError` if any group has rows in two of the index arrays."""
+def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | None,
+                           names: np.ndarray | None = None) -> None:
+    """Raise :class:`DataLeakageError` if any group has rows in two of the index arrays
+    (``groups`` may be codes into ``names``)."""
     if groups is None:
         return
     seen: dict[Any, str] = {}
@@ -347,8 +349,9 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
             if g in seen and seen[g] != part:
                 n_a = int((groups[parts[seen[g]]] == g).sum())
                 n_b = int((groups[index] == g).sum())
+                shown = g if names is None else names[g]
                 raise DataLeakageError(
-                    f"Group {_show(g)!r} must be in one part only; it has rows in both "
+                    f"Group {_show(shown)!r} must be in one part only; it has rows in both "
                     f"{seen[g]} ({n_a}) and {part} ({n_b}). Pass groups=... / --groups so the "
                     "split keeps each patient/sample together, or fix the given split column."
                 )

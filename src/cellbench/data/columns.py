@@ -184,13 +184,16 @@ def complete_rows(frame: pd.DataFrame, X: np.ndarray, feature_cols: list[str], t
     """Rows to keep when some have NaN/inf features or no label or group (``dropna``); None
     when all are complete. Without ``dropna`` such rows raise, naming where they are."""
     bad_label = frame[target].isna().to_numpy()
-    bad_x = ~np.isfinite(X)
-    bad_rows = bad_x.any(axis=1) | bad_label
+    bad_rows = np.zeros(len(X), bool)
+    for start in range(0, len(X), 1 << 16):  # no full-size boolean copy of X
+        bad_rows[start:start + (1 << 16)] = ~np.isfinite(X[start:start + (1 << 16)]).all(axis=1)
+    bad_rows |= bad_label
     bad_group = frame[group_col].isna().to_numpy() if group_col else np.zeros_like(bad_label)
     bad_rows |= bad_group
     if not bad_rows.any():
         return None
-    message = checks.describe_missing(X, bad_x, bad_label, feature_cols, target, rows)
+    message = checks.describe_missing(X, ~np.isfinite(X), bad_label, feature_cols, target,
+                                      rows)
     if bad_group.any():
         message += (f" Group column {group_col!r} is empty in {int(bad_group.sum())} rows "
                     f"(first at row {rows[np.argmax(bad_group)] + 1}).")
@@ -210,9 +213,13 @@ def build_dataset(frame: pd.DataFrame, X: np.ndarray, feature_cols: list[str], t
     ``frame`` (the target, group and split columns; row ``i`` of both is the table's row
     ``rows[i]``), with the data checks' issues attached."""
     y, classes = label_values(frame[target])
-    group_values = frame[group_col].to_numpy() if group_col else None
+    group_values = None
     if group_col and isinstance(frame[group_col].dtype, pd.CategoricalDtype):
-        group_values = group_values.astype(str)  # fixed-width: sorted far faster than objects
+        # fixed-width strings (sorted far faster than objects), straight from the codes
+        cat = frame[group_col].cat
+        group_values = cat.categories.to_numpy().astype(str)[cat.codes.to_numpy()]
+    elif group_col:
+        group_values = frame[group_col].to_numpy()
     split_values = None
     if split_col:
         split_values = checks.normalize_split_column(frame[split_col], split_col, rows)

@@ -83,9 +83,9 @@ def _confounding_text(what: str, column: str) -> str:
 
 def _group_counts(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Group ids and the rows of each class in each group, ``(n_groups, n_classes)``."""
-    ids, g = np.unique(ds.groups, return_inverse=True)
-    counts = np.zeros((len(ids), ds.n_classes), np.int64)
-    np.add.at(counts, (g, ds.y), 1)
+    ids, g = ds.group_index
+    counts = np.bincount(g * ds.n_classes + ds.y, minlength=len(ids) * ds.n_classes
+                         ).reshape(len(ids), ds.n_classes).astype(np.int64)
     return ids, counts
 
 

@@ -21,10 +21,10 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from .._config import SplitConfig
-from .._utils import format_list
+from .._utils import format_list, release_free_memory
 from ..exceptions import DataError, InvalidParameterError
 from .checks import check_no_group_overlap
-from .dataset import Dataset
+from .dataset import Dataset, group_index
 
 __all__ = ["Split", "holdout_split", "kfold_splits", "make_splits", "repeat_of"]
 
@@ -69,7 +69,9 @@ def make_splits(ds: Dataset, cfg: SplitConfig) -> list[Split]:
         return [given_split(ds, cfg)]
     if cfg.within_groups:
         return _within_groups(ds, cfg)
-    return _splits(ds.y, ds.groups, cfg, ds.classes)
+    splits = _splits(ds.y, ds.groups, cfg, ds.classes)
+    release_free_memory()  # the grouping's transients
+    return splits
 
 
 def _splits(y: np.ndarray, groups: np.ndarray | None, cfg: SplitConfig, classes: list | None,
@@ -104,11 +106,11 @@ def _within_groups(ds: Dataset, cfg: SplitConfig) -> list[Split]:
         raise InvalidParameterError(
             "--within-groups must come with groups; got none. Pass --groups COLUMN (the "
             "sample each cell comes from).")
-    ids = np.unique(ds.groups)
+    ids, codes = ds.group_index
     name = ds.group_name or "group"
     splits = []
-    for gid, slug in zip(ids, _slugs(ids), strict=True):
-        rows = np.flatnonzero(ds.groups == gid)
+    for i, (gid, slug) in enumerate(zip(ids, _slugs(ids), strict=True)):
+        rows = np.flatnonzero(codes == i)
         y = ds.y[rows]
         try:
             parts = _splits(y, None, cfg, ds.classes, check_sizes=False)
@@ -124,15 +126,18 @@ def _within_groups(ds: Dataset, cfg: SplitConfig) -> list[Split]:
 
 
 def _single_label_groups(y: np.ndarray, groups: np.ndarray) -> bool:
-    """True when every group holds one class (a patient-level label)."""
-    _, g = np.unique(groups, return_inverse=True)
-    pairs = np.unique(np.stack([g, y]), axis=1)
-    return pairs.shape[1] == g.max() + 1
+    """True when every group holds one class (a patient-level label); ``groups`` are codes
+    (:func:`~cellbench.data.dataset.group_index`)."""
+    if groups.dtype.kind not in "iu":
+        groups = group_index(groups)[1]
+    pairs = np.unique(groups * (int(y.max()) + 1) + y)
+    return len(pairs) == len(np.unique(groups))
 
 
 def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
                  random_state: int) -> list[np.ndarray]:
-    """Row indices of ``n_splits`` disjoint test folds, each made of whole groups.
+    """Row indices of ``n_splits`` disjoint test folds, each made of whole groups (``groups``
+    as integer codes in the order of the sorted ids, so folds equal those of the ids).
 
     Patient-level labels: folds are stratified by label (StratifiedGroupKFold). Labels that
     vary within groups (cell types in every sample): groups are shuffled and dealt into folds
@@ -157,17 +162,21 @@ def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
 
 
 def _carve(index: np.ndarray, y: np.ndarray, groups: np.ndarray | None, fraction: float,
-           random_state: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``index`` into (rest, held) with about ``fraction`` of rows held out."""
+           random_state: int, what: str, names: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``index`` into (rest, held) with about ``fraction`` of rows held out
+    (``groups``: codes into ``names``)."""
     if fraction <= 0 or len(index) == 0:
         return index, index[:0]
     if groups is not None:
         sub_groups = groups[index]
-        n_groups = len(np.unique(sub_groups))
+        present = np.unique(sub_groups)
+        n_groups = len(present)
         if n_groups < 2:
             raise DataError(
                 f"groups must leave at least 2 distinct values to hold out a {what} part; got "
-                f"{n_groups} ({format_list(np.unique(sub_groups))}). Use more patients/samples "
+                f"{n_groups} ({format_list(present if names is None else names[present])}). "
+                "Use more patients/samples "
                 f"or fewer folds, or set the {what} size to 0 (--val-size 0 / --test-size 0)."
             )
         n_splits = int(min(max(2, round(1 / fraction)), n_groups))
@@ -207,13 +216,15 @@ def holdout_split(y: np.ndarray, groups: np.ndarray | None = None, *, val_size: 
     """One stratified train/val/test split; grouped (whole patients per part) with groups."""
     y = np.asarray(y)
     index = np.arange(len(y))
+    names = None
     if groups is not None:
-        n_groups = len(np.unique(groups))
+        names, groups = group_index(groups)  # integer codes from here on
+        n_groups = len(names)
         need = 1 + (val_size > 0) + (test_size > 0)
         if n_groups < need:
             raise DataError(
                 f"groups must have at least {need} distinct values for a grouped "
-                f"train/val/test split; got {n_groups} ({format_list(np.unique(groups))}). "
+                f"train/val/test split; got {n_groups} ({format_list(names)}). "
                 "Use more patients/samples, or drop --groups (cells are then split at random, "
                 "which overstates accuracy on new patients)."
             )
@@ -221,11 +232,11 @@ def holdout_split(y: np.ndarray, groups: np.ndarray | None = None, *, val_size: 
         need = 1 + (val_size > 0) + (test_size > 0)
         _check_class_sizes(y, classes, need, "a stratified train/val/test split",
                            "Collect more cells or remove the class with --exclude-labels.")
-    rest, test = _carve(index, y, groups, test_size, random_state, "test")
+    rest, test = _carve(index, y, groups, test_size, random_state, "test", names)
     val_fraction = val_size / (1 - test_size) if test_size < 1 else 0
-    train, val = _carve(rest, y, groups, val_fraction, random_state + 1, "validation")
+    train, val = _carve(rest, y, groups, val_fraction, random_state + 1, "validation", names)
     split = Split(train, val, test, "holdout", groups is not None)
-    check_no_group_overlap(split.parts(), groups)
+    check_no_group_overlap(split.parts(), groups, names)
     return split
 
 
@@ -238,8 +249,9 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray | None = None, *, n_splits: i
     """
     y = np.asarray(y)
     index = np.arange(len(y))
+    ids = None
     if groups is not None:
-        ids = np.unique(groups)
+        ids, groups = group_index(groups)  # integer codes from here on
         if len(ids) < n_splits:
             raise DataError(
                 f"groups must have at least {n_splits} distinct values for {n_splits}-fold "
@@ -267,9 +279,10 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray | None = None, *, n_splits: i
     splits = []
     for k, test in enumerate(tests):
         rest = np.setdiff1d(index, test, assume_unique=True)
-        train, val = _carve(rest, y, groups, val_size, random_state + 1 + k, "validation")
+        train, val = _carve(rest, y, groups, val_size, random_state + 1 + k, "validation",
+                            ids)
         split = Split(train, val, np.sort(test), f"fold{k + 1}", groups is not None)
-        check_no_group_overlap(split.parts(), groups)
+        check_no_group_overlap(split.parts(), groups, ids)
         splits.append(split)
     return splits
 
@@ -281,9 +294,10 @@ def given_split(ds: Dataset, cfg: SplitConfig) -> Split:
     train = index[ds.split == "train"]
     val = index[ds.split == "val"]
     test = index[ds.split == "test"]
+    names, codes = ds.group_index or (None, None)
     if len(val) == 0 and cfg.val_size > 0:
-        train, val = _carve(train, ds.y, ds.groups, cfg.val_size, cfg.random_state,
-                            "validation")
+        train, val = _carve(train, ds.y, codes, cfg.val_size, cfg.random_state,
+                            "validation", names)
     split = Split(train, val, test, "given", ds.groups is not None)
-    check_no_group_overlap(split.parts(), ds.groups)
+    check_no_group_overlap(split.parts(), codes, names)
     return split

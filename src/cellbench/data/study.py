@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._utils import format_list
+from .._utils import format_list, release_free_memory
 from ..exceptions import DataError
 from .columns import (
     build_dataset,
@@ -70,7 +70,6 @@ class StudyFiles:
         frame, with ``cells_per_sample`` cells drawn from each file (stratified by the
         ``strata`` column when given)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         bad = [c for c in features if c in self.not_numeric]
         if bad:
@@ -81,15 +80,31 @@ class StudyFiles:
                             "features (--features).")
         keep = [min(n, cells_per_sample) if cells_per_sample else n for n in self.rows]
         X = np.empty((sum(keep), len(features)), dtype=np.float32)
-        parts, start = [], 0
         own_meta = [c for c in meta if c in self.columns]
-        pool = pa.default_memory_pool()
+        # the files' buffers come from the C heap, handed back once read (Arrow's default
+        # pool keeps about a third of the drawn array's size resident after the read)
+        default_pool = pa.default_memory_pool()
+        pa.set_memory_pool(pa.system_memory_pool())
+        try:
+            parts = self._read_files(X, features, own_meta, keep, seed, strata)
+        finally:
+            pa.set_memory_pool(default_pool)
+            release_free_memory()
+        frame = pd.concat(parts, ignore_index=True)
+        frame["sample"] = frame["sample"].astype("category")
+        return X, frame
+
+    def _read_files(self, X: np.ndarray, features: list[str], own_meta: list[str],
+                    keep: list[int], seed: int, strata: str | None) -> list[pd.DataFrame]:
+        import pyarrow.parquet as pq
+
+        parts, start = [], 0
         for path, n, k in zip(self.files, self.rows, keep, strict=True):
             pf = pq.ParquetFile(path, pre_buffer=False)
             rows = None
             if k < n:
-                labels = None if not strata else pf.read(
-                    columns=[strata], use_threads=False).column(0).to_numpy(zero_copy_only=False)
+                labels = None if not strata else _label_codes(
+                    pf.read(columns=[strata], use_threads=False).column(0))
                 rows = draw_cells(n, k, labels=labels, seed=seed, sample=path.stem)
             table = pf.read(columns=[*features, *own_meta], use_threads=False)
             if rows is not None:
@@ -101,11 +116,22 @@ class StudyFiles:
                 part["sample"] = path.stem
             parts.append(part)
             start += k
-            del table
-            pool.release_unused()  # a file's buffers back to the system before the next
-        frame = pd.concat(parts, ignore_index=True)
-        frame["sample"] = frame["sample"].astype("category")
-        return X, frame
+        return parts
+
+
+def _label_codes(column: Any) -> np.ndarray:
+    """A label column as integer codes in the order of the sorted labels (what
+    :func:`~cellbench.data.subsample.draw_cells` stratifies by, so the draw is the labels'),
+    without a Python string per cell."""
+    import pyarrow as pa
+
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return column.to_numpy(zero_copy_only=False)
+    encoded = column.combine_chunks().dictionary_encode()
+    values = encoded.dictionary.to_numpy(zero_copy_only=False)
+    rank = np.empty(len(values), np.int64)
+    rank[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _meta_frame(table: Any, columns: list[str], n: int) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .._config import DataConfig, RunConfig, TrainConfig
-from .._utils import atomic_path, atomic_write_text, to_builtin
+from .._utils import atomic_path, atomic_write_text, release_free_memory, to_builtin
 from ..data.dataset import Dataset
 from ..data.splits import Split, repeat_of
 from ..evaluate.compare import Run
@@ -35,6 +35,8 @@ from ..report.observer import SILENT, Observer
 from ..report.plots import plot_confusion, plot_curves
 from ..train.trainer import FittedModel, train_model
 from .parallel import run_parallel
+
+PREDICT_ROWS = 1 << 16  # test and validation rows predicted at a time
 
 __all__ = ["Display", "Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
 
@@ -98,7 +100,12 @@ def plan_units(cfg: RunConfig, choices: Sequence[ModelChoice], splits: Sequence[
 def _predict(fm: FittedModel, ds: Dataset, index: np.ndarray) -> np.ndarray:
     if not len(index):
         return np.zeros((0, ds.n_classes))
-    return fm.predict_proba(ds.X[index], groups=None if ds.groups is None else ds.groups[index])
+    if getattr(fm.preprocessor, "per_sample", False):  # each sample's statistics: whole
+        return fm.predict_proba(ds.X[index], groups=None if ds.groups is None
+                                else ds.groups[index])
+    # rows are predicted independently: in chunks, no copy of the part's rows
+    return np.concatenate([fm.predict_proba(ds.X[index[i:i + PREDICT_ROWS]])
+                           for i in range(0, len(index), PREDICT_ROWS)])
 
 
 def _evaluate(ds: Dataset, index: np.ndarray, proba: np.ndarray) -> Metrics | None:
@@ -143,6 +150,7 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
     resume = (unit.path / "checkpoints" / "last.pt").is_file()
     fm = train_model(ds, split, unit.train, data_cfg, run_dir=unit.path, resume=resume,
                      progress=progress, verbose=verbose)
+    release_free_memory()  # the training part's copies, before the next unit's
     start = time.perf_counter()
     test_proba = _predict(fm, ds, split.test)
     predict_seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._config import DataConfig, RunConfig, SplitConfig, TrainConfig
-from .._utils import to_builtin
+from .._utils import release_free_memory, to_builtin
 from ..data import checks, labels
 from ..data.dataset import Dataset
 from ..data.images import is_image_source, load_images
@@ -94,6 +94,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                     cytometry=cfg.cytometry, cells_per_sample=cfg.cells_per_sample,
                     subsample_seed=cfg.subsample_seed)
     ds.issues = [*ds.issues, *checks.check_scale(ds, cfg.transform)]
+    release_free_memory()  # the loader's and checks' transients, before training needs room
     return ds
 
 
@@ -123,7 +124,7 @@ def data_summary(ds: Dataset, splits: Sequence[Split], issues: Sequence[Any]) ->
         shape=list(ds.X.shape[1:]), dtype=str(ds.X.dtype), features=ds.feature_names,
         classes=to_builtin(ds.classes),
         class_counts={str(k): v for k, v in ds.class_counts.items()},
-        groups=({"column": ds.group_name, "n": len(np.unique(ds.groups))}
+        groups=({"column": ds.group_name, "n": ds.n_groups}
                 if ds.groups is not None else None),
         splits=[{"name": s.name, "grouped": s.grouped, **s.sizes()} for s in splits],
         issues=[i.to_dict() for i in issues],

@@ -53,6 +53,10 @@ class BaseModel(abc.ABC):
     #: False for models that ignore ``X_val`` (no early stopping): jobs then fit them on the
     #: training and validation rows together instead of throwing the validation rows away
     uses_validation: bool = True
+    #: True for models whose ``fit`` reads a large ``X`` (above ``LARGE_ROWS`` rows) a slice
+    #: of rows at a time: jobs then hand them rows preprocessed on the fly
+    #: (:class:`~cellbench.train.rows.LazyRows`) instead of a preprocessed copy
+    streams_rows: bool = False
     #: what the model is given when it trains on images: ``"pixels"``, a table of downsampled,
     #: standardized pixels (:class:`~cellbench.data.transforms.PixelFeatures`), or ``"raw"``,
     #: the images ``(n, C, H, W)`` as stored, for a model that computes its own features

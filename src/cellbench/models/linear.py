@@ -113,6 +113,7 @@ class LDAModel(_LinearSoftmax):
     """
 
     uses_validation = False
+    streams_rows = True  # by moments, without shrinkage; with it sklearn gets an array
 
     def __init__(self, n_classes: int, random_state: int = 0, class_weight: Any = None,
                  solver: str = "svd", shrinkage: float | None = None):

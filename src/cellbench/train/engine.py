@@ -298,7 +298,7 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
         for cb in hooks.batch_begin:
             cb.on_batch_begin(state)
         idx = order[b * bs:(b + 1) * bs]
-        xb, yb = loop.X[idx], loop.y[idx]
+        xb, yb = loop.X[idx].to(device, non_blocking=True), loop.y[idx]
         if loop.input_fn is not None:
             xb = loop.input_fn(xb)
         target = yb
@@ -379,7 +379,9 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
         Already built (and seeded) by the caller. A ``forward_members`` method, if any, is
         what training calls (an ensemble's members' logits; see the module docstring).
     X_train, y_train, X_val, y_val : Tensor
-        Pre-materialised inputs and int64 class codes. Moved to the device once.
+        Pre-materialised inputs and int64 class codes. Moved to the device once. The inputs
+        may instead be :class:`~cellbench.train.rows.LazyRows` (a large table preprocessed
+        batch by batch in host memory; each batch is moved).
     n_classes : int
     config : TrainConfig
         Optimizer, schedule, batch size, epochs, class weights, sampler, clipping, seed.

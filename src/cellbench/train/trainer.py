@@ -27,7 +27,7 @@ from .._utils import resolve_device, seed_everything
 from ..data.augment import Augmenter
 from ..data.dataset import Dataset
 from ..data.splits import Split
-from ..data.transforms import IMAGE_INPUTS, ImageNormalizer, Preprocessor
+from ..data.transforms import IMAGE_INPUTS, LARGE_ROWS, ImageNormalizer, Preprocessor
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError, RunDirectoryError
 from ..models import MODELS, BaseModel, SeedEnsemble, create_model, member_seed
 from ..models._base import class_weight_vector, image_input
@@ -35,6 +35,7 @@ from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, monitor
 from .engine import History, effective_monitor, fit
 from .fitted import MAX_PARAMETERS, FittedModel, load_model, read_checkpoint, shape_kwargs
 from .optim import build_optimizer, build_schedule
+from .rows import LazyRows
 
 __all__ = ["MAX_PARAMETERS", "FittedModel", "Prepared", "check_model", "load_model", "prepare",
            "resume_epoch", "train_model"]
@@ -135,9 +136,16 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
     if ds.kind == "table":
         pre: Any = make_preprocessor(data_cfg, ds).fit(ds.X, ds.feature_names, rows=train,
                                                        groups=ds.groups)
-        X_val = pre.transform_rows(ds.X, val, ds.groups) if len(val) else None
-        return (pre, (pre.transform_rows(ds.X, train, ds.groups), y_train), (X_val, y_val),
-                None)
+        # a large part goes to a network (or a streaming model) preprocessed batch by batch
+        lazy = (len(train) > LARGE_ROWS and not pre.per_sample
+                and (spec.family == "nn" or getattr(spec.factory, "streams_rows", False)))
+
+        def part(rows: np.ndarray) -> Any:
+            if lazy:
+                return LazyRows(ds.X, rows, pre.transform)
+            return pre.transform_rows(ds.X, rows, ds.groups)
+
+        return pre, (part(train), y_train), (part(val) if len(val) else None, y_val), None
     if spec.family == "nn":
         pre = ImageNormalizer(data_cfg.image_norm).fit(ds.X[train])
         issue = pre.pixel_scale_issue()
@@ -154,6 +162,10 @@ def _prepare(ds: Dataset, split: Split, spec: Any, data_cfg: DataConfig) -> tupl
     return pre, (pre.transform(X_train), y_train), (X_val, y_val), None
 
 
+def _tensor(X: np.ndarray | LazyRows) -> Any:
+    return X if isinstance(X, LazyRows) else torch.from_numpy(X)
+
+
 @dataclass
 class Prepared:
     """A model built for a split and its inputs, preprocessing fitted on training rows only.
@@ -165,9 +177,9 @@ class Prepared:
     spec: Any
     model: nn.Module | BaseModel
     preprocessor: Any
-    X_train: np.ndarray
+    X_train: np.ndarray | LazyRows  # LazyRows: a large table's part, np.asarray makes it
     y_train: np.ndarray
-    X_val: np.ndarray | None
+    X_val: np.ndarray | LazyRows | None
     y_val: np.ndarray | None
     input_fn: Any
     n_classes: int
@@ -184,8 +196,8 @@ class Prepared:
     def fit_network(self, train_cfg: TrainConfig, **kwargs: Any) -> Any:
         """:func:`~cellbench.train.engine.fit` on these inputs (keyword arguments pass on)."""
         augment = Augmenter.from_spec(train_cfg.augment, self.n_classes)
-        return fit(self.model, torch.from_numpy(self.X_train), torch.from_numpy(self.y_train),
-                   None if self.X_val is None else torch.from_numpy(self.X_val),
+        return fit(self.model, _tensor(self.X_train), torch.from_numpy(self.y_train),
+                   None if self.X_val is None else _tensor(self.X_val),
                    None if self.y_val is None else torch.from_numpy(self.y_val),
                    n_classes=self.n_classes, config=train_cfg, classes=self.classes,
                    input_fn=self.input_fn, augment_fn=augment, **kwargs)

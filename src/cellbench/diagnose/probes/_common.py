@@ -191,7 +191,7 @@ def probe_copy(base: Prepared, rows: np.ndarray, model_fn: ModelFn | None,
     if model_fn is not None:
         model_fn(model)
     return dataclasses.replace(base, model=model,
-                               X_train=np.ascontiguousarray(base.X_train[rows]),
+                               X_train=np.ascontiguousarray(np.asarray(base.X_train[rows])),
                                y_train=np.ascontiguousarray(base.y_train[rows]))
 
 

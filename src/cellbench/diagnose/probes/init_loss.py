@@ -104,7 +104,7 @@ def _loss_at_init(base: Prepared, cfg: TrainConfig, max_rows: int,
     p = probe_copy(base, rows, model_fn)
     device = resolve_device(cfg.device)
     p.model.to(device)
-    logits = predict_logits(p.model, torch.from_numpy(p.X_train), device=device,
+    logits = predict_logits(p.model, torch.from_numpy(np.asarray(p.X_train)), device=device,
                             input_fn=p.input_fn, amp=False).double()
     y = torch.from_numpy(p.y_train).to(device)
     k = p.n_classes
