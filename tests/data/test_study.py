@@ -145,3 +145,32 @@ def test_compare_records_the_draw_and_predict_scores_every_cell(tmp_path, study)
     frame = pd.read_csv(tmp_path / "pred.csv")
     assert len(frame) == 1800 == done.n_rows
     assert frame["sample"].value_counts().to_dict() == {f"D{d:02d}": 300 for d in range(6)}
+
+
+def test_label_codes_draw_the_cells_the_labels_draw():
+    """Stratified draws from Arrow dictionary codes (no Python string per cell) equal the
+    draws from the labels themselves, whatever order the labels first appear in."""
+    import pyarrow as pa
+
+    from cellbench.data.study import _label_codes
+
+    labels = np.random.default_rng(0).choice(["T cell", "B cell", "NK", "Mono"], 5000)
+    codes = _label_codes(pa.chunked_array([labels[:2000], labels[2000:]]))
+    assert codes.dtype.kind == "i"
+    np.testing.assert_array_equal(draw_cells(5000, 400, labels=codes, seed=1, sample="s"),
+                                  draw_cells(5000, 400, labels=labels, seed=1, sample="s"))
+
+
+@pytest.mark.parametrize("kind", ["str", "int", "object"])
+def test_group_index_is_np_unique_with_inverse(kind, monkeypatch):
+    import cellbench.data.dataset as dataset
+
+    monkeypatch.setattr(dataset, "GROUP_CHUNK", 7)  # many chunks
+    raw = np.random.default_rng(2).integers(0, 30, 500)
+    groups = {"str": raw.astype(str), "int": raw,
+              "object": np.array([f"P{v}" for v in raw], dtype=object)}[kind]
+    ids, codes = dataset.group_index(groups)
+    want_ids, want_codes = np.unique(groups, return_inverse=True)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(codes, want_codes)
+    assert len(dataset.group_index(groups[:0])[0]) == 0
