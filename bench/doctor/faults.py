@@ -98,6 +98,16 @@ def _conflicts(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, copy], ignore_index=True)
 
 
+def _batch_shift(frame: pd.DataFrame, sd: float = 2.0, seed: int = 5) -> pd.DataFrame:
+    """Every donor's markers offset by N(0, sd^2) (a detector or staining drift per run)."""
+    rng = np.random.default_rng(seed)
+    markers = [c for c in frame.columns if c.startswith("CD")]
+    out = frame.copy()
+    for _, rows in frame.groupby("donor").indices.items():
+        out.loc[out.index[rows], markers] += rng.normal(0, sd, len(markers)).astype(np.float32)
+    return out
+
+
 def _tiny(frame: pd.DataFrame) -> pd.DataFrame:
     small = frame[frame.label == "type2"].head(6)
     return pd.concat([frame[frame.label != "type2"], small], ignore_index=True)
@@ -114,6 +124,7 @@ def _xor() -> pd.DataFrame:
 #: id -> (frame builder, model spec, train settings, data settings, split, healthy spec)
 CASES = {
     "unscaled_input": (lambda: _raw(table()), "mlp", {}, {"transform": []}, None),
+    "sample_shift": (lambda: _batch_shift(table()), "mlp", {}, {}, None),
     "class_imbalance": (lambda: _imbalanced(12), "mlp", {}, {}, None),
     "tiny_class": (lambda: _tiny(table()), "mlp", {}, {}, None),
     "group_class_confound": (lambda: _confound(table()), "mlp", {}, {}, {"cv": 3}),

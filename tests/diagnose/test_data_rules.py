@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::cellbench.exceptions.CellbenchW
 
 DATA_IDS = {"unscaled_input", "class_imbalance", "tiny_class", "group_class_confound",
             "missing_groups", "duplicate_rows_across_splits", "leaking_feature",
-            "too_few_samples", "label_conflict"}
+            "too_few_samples", "label_conflict", "sample_shift"}
 ALL_IDS = DATA_IDS | {"lr_too_high", "lr_too_low", "too_few_epochs", "overfitting",
                       "underfitting", "stuck_at_chance", "dropout_gap", "nan_loss",
                       "below_baseline", "feature_order_arbitrary",

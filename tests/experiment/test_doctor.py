@@ -149,3 +149,32 @@ def test_images_without_a_model_get_the_default_image_network(tmp_path):
                     out=tmp_path / "run")
     assert result.setting["spec"] == "resnet8"
     assert any(m.label == "yours" and m.test is not None for m in result.models)
+
+
+def test_a_batch_shift_between_samples_is_named_and_aligning_them_accepted(tmp_path):
+    """Each of 8 samples offset by N(0, 2^2) per marker: the doctor names sample_shift, tests
+    sample-standardize (normalize_samples), accepts it over the samples, and the final model
+    predicts a new file sample by sample."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "diagnose"))
+    from test_sample_shift import shifted
+
+    from cellbench.experiment import run_predict
+
+    ds, _ = shifted(2.0, n_samples=8, n=200)
+    frame = pd.DataFrame(ds.X, columns=ds.feature_names)
+    frame["label"], frame["donor"] = ds.y, ds.groups
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    result = run_doctor(_cfg(tmp_path / "cells.csv"), tmp_path / "run", budget=None)
+    first = result.findings[0]
+    assert (first["id"], first["severity"]) == ("sample_shift", "warning")
+    accepted = [f for f in result.fixes if f["accepted"]]
+    assert [f["fix"] for f in accepted] == ["normalize_samples"]
+    assert accepted[0]["difference"] > 0.05 and result.final["label"].startswith(
+        "normalize_samples")
+    done = run_predict(result.run_dir / result.final["model_path"], tmp_path / "cells.csv")
+    assert done.accuracy > 0.95

@@ -82,6 +82,15 @@ VOCABULARY: dict[str, Entry] = _entries(
           "the transform; or, without standardize/quantile, per-feature RMS spanning more than "
           "100x or exceeding 100.",
           "normalize_input"),
+    Entry("sample_shift", "data",
+          "The same cell type sits at other intensities in other samples: a batch or "
+          "instrument shift that a new patient's cells will carry too.",
+          "Tables with groups and no sample-* step in the transform: per class present in at "
+          "least 3 groups with 10 or more training cells each, the spread across groups of "
+          "the class's per-marker mean (net of its sampling noise) in pooled within-group "
+          "standard deviations, median over classes and markers; warning at 1 or more (samples "
+          "differ as much as one sample's cells do), info from 0.5.",
+          "normalize_samples"),
     Entry("class_imbalance", "data",
           "Classes have very different sizes, so accuracy flatters the majority class and the "
           "loss neglects the small ones.",
@@ -243,6 +252,8 @@ VOCABULARY: dict[str, Entry] = _entries(
 FIXES: dict[str, str] = {
     "normalize_input": "Scale inputs to unit range: per-channel image standardization, arcsinh "
                        "(cofactor 5 mass / 150 flow) then standardize for cytometry.",
+    "normalize_samples": "Align each sample's markers to the training samples' mean and "
+                         "spread from its own cells (sample-standardize after arcsinh).",
     "lr_from_range_test": "Set the learning rate to the LR range test's suggestion (where "
                           "the smoothed loss has fallen half-way to its minimum; geometric "
                           "mean over seeded sweeps).",

@@ -151,6 +151,16 @@ def _normalize(kind: str, data: DataConfig, raw_cytometry: bool) -> Change | Non
         Change("normalize_input", data={"transform": transform})
 
 
+def _normalize_samples(data: DataConfig) -> Change | None:
+    """``sample-standardize`` after the value-wise arcsinh (first without it)."""
+    transform = tuple(data.transform)
+    if any(step.startswith("sample-") for step in transform):
+        return None
+    at = transform.index("arcsinh") + 1 if "arcsinh" in transform else 0
+    return Change("normalize_samples", data={
+        "transform": (*transform[:at], "sample-standardize", *transform[at:])})
+
+
 def propose(fix: str, choice: ModelChoice, context: Mapping[str, Any]) -> Change | None:
     """The change that tests ``fix`` on the user's ``choice``, or None when it does not
     apply (no dropout to lighten, batch norm already on, no suggestion).
@@ -164,6 +174,8 @@ def propose(fix: str, choice: ModelChoice, context: Mapping[str, Any]) -> Change
     if fix == "normalize_input" and "data" in context:
         return _normalize(context.get("kind", "table"), context["data"],
                           bool(context.get("raw_cytometry")))
+    if fix == "normalize_samples" and "data" in context:
+        return _normalize_samples(context["data"])
     if fix == "lighter_dropout":
         return _dropout_change(choice)
     if fix == "add_batchnorm":

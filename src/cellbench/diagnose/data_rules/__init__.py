@@ -48,6 +48,7 @@ from .groups import (
 )
 from .leak import check_leaking_feature
 from .scale import check_unscaled_input
+from .shift import check_sample_shift
 from .sizes import check_class_imbalance, check_tiny_class, check_too_few_samples
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "check_label_conflict",
     "check_leaking_feature",
     "check_missing_groups",
+    "check_sample_shift",
     "check_tiny_class",
     "check_too_few_samples",
     "check_unscaled_input",
@@ -80,6 +82,7 @@ Rule = Callable[..., list[Finding]]
 
 DATA_RULES: dict[str, Rule] = {
     "unscaled_input": check_unscaled_input,
+    "sample_shift": check_sample_shift,
     "class_imbalance": check_class_imbalance,
     "tiny_class": check_tiny_class,
     "too_few_samples": check_too_few_samples,
