@@ -137,15 +137,20 @@ class Preprocessor:
         blocks = list(sn.sample_blocks(G, len(Z))) if self.per_sample else []
         for i, step in enumerate(self.steps):
             if step in SAMPLE_STEPS:
-                stats = [sn.sample_stats(step, Z[b][stat_rows(len(b))]) for b in blocks
-                         if len(b) >= sn.MIN_CELLS]
-                if not stats:
+                # each sample's statistics once: for the reference, then to align it
+                stats = [sn.sample_stats(step, Z[b[stat_rows(len(b))]])
+                         if len(b) >= sn.MIN_CELLS else None for b in blocks]
+                measured = [st for st in stats if st is not None]
+                if not measured:
                     raise InvalidParameterError(
                         f"transform step {step!r} needs a training sample of at least "
                         f"{sn.MIN_CELLS} cells to learn its reference; the largest has "
                         f"{max(map(len, blocks))}. Drop {step!r} from --transform.")
-                self.sample_refs_[i] = sn.reference(stats)
-                Z = self._align_samples(i, Z, blocks)
+                ref = self.sample_refs_[i] = sn.reference(measured)
+                aligned = np.empty_like(Z, dtype=np.float32)
+                for b, st in zip(blocks, stats, strict=True):
+                    aligned[b] = sn.align(step, Z[b], ref if st is None else st, ref)
+                Z = aligned
                 continue
             if step == "standardize":
                 self.mean_ = Z.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -172,15 +177,6 @@ class Preprocessor:
                 Z = sn.align(step, Z, stats, ref)
             else:
                 Z = self._apply(step, Z)
-        return out
-
-    def _align_samples(self, i: int, Z: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
-        step, ref = self.steps[i], self.sample_refs_[i]
-        out = np.empty_like(Z, dtype=np.float32)
-        for b in blocks:
-            Zb = Z[b]
-            stats = sn.sample_stats(step, Zb[stat_rows(len(b))]) if len(b) >= sn.MIN_CELLS else ref
-            out[b] = sn.align(step, Zb, stats, ref)
         return out
 
     def _transform_sample(self, X: np.ndarray, stats: list[np.ndarray] | None) -> np.ndarray:

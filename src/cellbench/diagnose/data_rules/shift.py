@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..._config import DataConfig
-from ...data.dataset import Dataset
+from ...data.dataset import Dataset, group_index
 from ...data.sample_norm import SAMPLE_STEPS
 from ...data.splits import Split
 from ...data.table_transforms import Preprocessor
@@ -29,7 +29,7 @@ def shift_ratios(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray
     within-sample variance over the cell count, taken off) over the pooled within-sample
     standard deviation: ``(n_classes measured, n_features)``; classes in fewer than
     :data:`MIN_SAMPLES` samples of :data:`MIN_ROWS` cells are left out."""
-    _, g = np.unique(groups, return_inverse=True)
+    g = group_index(groups)[1]
     out = []
     for c in np.unique(y):
         rows = y == c
