@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -278,6 +279,18 @@ def test_images_compare_train_summary_and_predict(tmp_path):
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(tmp_path / "p.csv")
     assert len(frame) == 80 and "accuracy" in result.output
+    # a folder is decoded and predicted in pieces: the same rows, names, labels and numbers
+    import cellbench.data.images as images_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(images_module.iter_images_for_prediction, "__defaults__", (None, 7))
+        pieces = invoke("predict", model, data, "--out", tmp_path / "pieces.csv")
+    assert pieces.exit_code == 0, pieces.output
+    chunked = pd.read_csv(tmp_path / "pieces.csv")
+    assert chunked["file"].tolist() == frame["file"].tolist()
+    numbers = [c for c in frame.columns if c.startswith("proba_")]
+    np.testing.assert_allclose(chunked[numbers], frame[numbers], atol=1e-6)
+    assert (chunked.drop(columns=numbers) == frame.drop(columns=numbers)).all().all()
     result = invoke("predict", model, data / "dark" / "S0_0.png", "--out", tmp_path / "q.csv")
     assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "q.csv")) == 1
     big = _image_folder(tmp_path / "big", n=2, size=24)

@@ -140,3 +140,48 @@ def test_without_anndata_the_error_says_how_to_install_it(h5ad, monkeypatch):
     monkeypatch.setitem(sys.modules, "anndata", None)  # import anndata now fails
     with pytest.raises(MissingDependencyError, match=r"cellbench\[anndata\]"):
         load_table(path, target="label")
+
+
+@pytest.mark.parametrize("options", [
+    dict(target="label", groups="donor"),
+    dict(target="label", groups="donor", cells_per_sample=10, subsample_seed=3),
+    dict(target="label", groups="donor", exclude_labels=["type1"], drop=["CD4"]),
+    dict(target="label", features=["CD3", "CD8"], layer="raw"),
+])
+def test_a_file_loads_as_its_whole_table_would(h5ad, monkeypatch, options):
+    """The file path reads obs, draws, then reads only the kept rows' features: the same
+    dataset, checks and draw record as the whole table read into a frame."""
+    import cellbench.data.io as io
+
+    path, _ = h5ad
+    ds = load_table(path, **options)
+    monkeypatch.setattr(io, "_load_h5ad", lambda *a, **k: None)  # the whole-table path
+    whole = load_table(path, **options)
+    np.testing.assert_array_equal(ds.X, whole.X)
+    np.testing.assert_array_equal(ds.y, whole.y)
+    assert ds.classes == whole.classes and ds.feature_names == whole.feature_names
+    assert (ds.groups is None) == (whole.groups is None)
+    if ds.groups is not None:
+        assert ds.groups.astype(str).tolist() == whole.groups.astype(str).tolist()
+    assert ds.drawn == whole.drawn
+    assert [i.code for i in ds.issues] == [i.code for i in whole.issues]
+
+
+def test_only_the_drawn_rows_and_wanted_columns_are_held(h5ad, monkeypatch):
+    import cellbench.data.anndata_io as anndata_io
+
+    path, _ = h5ad
+    monkeypatch.setattr(anndata_io, "CHUNK_ROWS", 16)
+    held = []
+    features = anndata_io.H5adFile.features
+
+    def spy(self, rows):
+        block = features(self, rows)
+        held.append(block.shape[0])
+        return block
+
+    monkeypatch.setattr(anndata_io.H5adFile, "features", spy)
+    ds = load_table(path, target="label", groups="donor", cells_per_sample=5,
+                    features=["CD3", "CD8"])
+    assert ds.X.shape == (60, 2)  # 12 donors x 5 cells, 2 of 12 markers
+    assert sum(held) == 60 and max(held) <= 16  # never the whole matrix

@@ -137,6 +137,25 @@ class H5adFile:
                             f"{block[i, j]:.3g} in row {row}. Rescale that feature.")
         return out
 
+    def feature_rows(self, rows: np.ndarray, columns: Sequence[int] | None = None
+                     ) -> np.ndarray:
+        """Features of increasing rows ``rows`` (only the ``columns``, positions in
+        ``var_names``, when given) as one float32 array, read :data:`CHUNK_ROWS` at a time:
+        memory holds the rows asked for, never the whole matrix."""
+        cols = None if columns is None else np.asarray(columns, np.intp)
+        X = np.empty((len(rows), len(self.var_names) if cols is None else len(cols)),
+                     np.float32)
+        # about 16 MB of float32 a block (a wide matrix, e.g. genes, is read fewer rows a time)
+        step = max(1, min(CHUNK_ROWS, (1 << 22) // max(1, len(self.var_names))))
+        for start in range(0, len(rows), step):
+            part = rows[start:start + step]
+            # contiguous rows read as a slice: much faster than a list of indices in HDF5
+            contiguous = len(part) and part[-1] - part[0] + 1 == len(part)
+            block = self.features(slice(int(part[0]), int(part[-1]) + 1) if contiguous
+                                  else part)
+            X[start:start + len(part)] = block if cols is None else block[:, cols]
+        return X
+
     def obs(self, columns: Sequence[str], rows: slice | np.ndarray) -> pd.DataFrame:
         """The ``obs`` columns ``columns`` at ``rows``."""
         for col in columns:
@@ -219,13 +238,7 @@ def read_anndata(path: str | Path, layer: str | None = None,
     """
     with H5adFile(path, layer) as h5:
         wanted, order = _selection(rows, h5.n_obs)
-        X = np.empty((len(wanted), len(h5.var_names)), np.float32)
-        for start in range(0, len(wanted), CHUNK_ROWS):
-            part = wanted[start:start + CHUNK_ROWS]
-            # contiguous rows read as a slice: much faster than a list of indices in HDF5
-            contiguous = len(part) and part[-1] - part[0] + 1 == len(part)
-            X[start:start + len(part)] = h5.features(
-                slice(int(part[0]), int(part[-1]) + 1) if contiguous else part)
+        X = h5.feature_rows(wanted)
         whole = len(wanted) == h5.n_obs
         obs = h5.obs(h5.obs_columns if columns is None else list(columns),
                      slice(None) if whole else wanted)

@@ -345,7 +345,10 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
         return
     seen: dict[Any, str] = {}
     for part, index in parts.items():
-        for g in np.unique(groups[index]):
+        # codes (with names) are counted; other ids sorted
+        present = (np.flatnonzero(np.bincount(groups[index], minlength=len(names)))
+                   if names is not None else np.unique(groups[index]))
+        for g in present:
             if g in seen and seen[g] != part:
                 n_a = int((groups[parts[seen[g]]] == g).sum())
                 n_b = int((groups[index] == g).sum())
@@ -359,7 +362,7 @@ def check_no_group_overlap(parts: dict[str, np.ndarray], groups: np.ndarray | No
 
 
 def row_hashes(X: np.ndarray, rows: np.ndarray | None = None,
-               labels: np.ndarray | None = None, chunk: int = 1 << 17) -> np.ndarray:
+               labels: np.ndarray | None = None, chunk: int = 1 << 15) -> np.ndarray:
     """A 64-bit hash of each row of ``X`` (of ``X[rows]``), with its label when given.
 
     Hashed in chunks of rows, so memory stays bounded however long the table; a row's hash
@@ -392,8 +395,11 @@ def check_split_duplicates(X: np.ndarray, train: np.ndarray, test: np.ndarray,
         return issues
 
     h_train = row_hashes(X, train, y)
+    h_train.sort()  # in place: a lookup by binary search, not np.isin's sorted copies
     h_test = row_hashes(X, test, y)
-    shared = np.isin(h_test, h_train)
+    at = np.searchsorted(h_train, h_test)
+    shared = h_train[np.minimum(at, len(h_train) - 1)] == h_test
+    del at
     if not shared.any():
         return issues
     hint = ("Patients/samples are already kept apart, so check for duplicated files or "

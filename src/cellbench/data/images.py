@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,15 @@ from .dataset import Dataset
 from .labels import check_labels
 from .sheets import read_sample_sheet, sheet_entries
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_source", "load_images", "read_image",
-           "read_images_for_prediction", "resize_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "is_image_source",
+    "iter_images_for_prediction",
+    "load_images",
+    "read_image",
+    "read_images_for_prediction",
+    "resize_images",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 GROUP_COLUMNS = ("patient", "group", "slide", "sample")  # a sample sheet's group, in order
@@ -379,27 +386,46 @@ def load_images(source: str | Path, *, sample_sheet: str | Path | None = None,
     return ds
 
 
+PREDICT_IMAGES = 512  # images of a folder decoded (and predicted) at a time
+
+
 def read_images_for_prediction(source: str | Path, resize: int | None = None
                                ) -> tuple[np.ndarray, list[str], list[str] | None]:
     """Images to predict: one file, a folder (flat or one subfolder per class) or an .npz.
 
     Returns ``(images, names, labels)``; ``labels`` is None when the source has none.
     """
+    parts = list(iter_images_for_prediction(source, resize, chunk=None))
+    labels = None if parts[0][2] is None else [v for p in parts for v in p[2]]
+    return (np.concatenate([p[0] for p in parts]), [v for p in parts for v in p[1]], labels)
+
+
+def iter_images_for_prediction(source: str | Path, resize: int | None = None,
+                               chunk: int | None = PREDICT_IMAGES
+                               ) -> Iterator[tuple[np.ndarray, list[str], list[str] | None]]:
+    """:func:`read_images_for_prediction` in pieces: a folder's files ``chunk`` at a time
+    (None: all at once), so memory holds one piece of decoded images, not the folder. One
+    file and an .npz come as one piece."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         images = read_image(path)[None]
         if resize is not None:
             images = resize_images(images, resize)
-        return images, [path.name], None
+        yield images, [path.name], None
+        return
     if path.is_file():
         ds = _load_npz(path, None)
         images = ds.X if resize is None else resize_images(ds.X, resize)
         labels = [str(c) for c in np.asarray(ds.classes, dtype=object)[ds.y]]
-        return images, [f"{path.name}[{i}]" for i in range(len(images))], labels
+        yield images, [f"{path.name}[{i}]" for i in range(len(images))], labels
+        return
     entries = _collect_folder(path, None, None, require_labels=False)
     if not entries:
         raise DataError(f"image folder {str(path)!r} must contain images; it has none.")
-    images, _ = _read_all(entries, resize, skip_bad=False)
     labelled = any(e[1] for e in entries)
-    return (images, [str(e[0].relative_to(path)) for e in entries],
-            [e[1] for e in entries] if labelled else None)
+    step = chunk or len(entries)
+    for start in range(0, len(entries), step):
+        part = entries[start:start + step]
+        images, _ = _read_all(part, resize, skip_bad=False)
+        yield (images, [str(e[0].relative_to(path)) for e in part],
+               [e[1] for e in part] if labelled else None)

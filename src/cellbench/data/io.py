@@ -26,7 +26,7 @@ import pandas as pd
 from .._utils import format_list
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError
 from . import checks
-from .anndata_io import anndata_frame, is_anndata
+from .anndata_io import H5adFile, anndata_frame, is_anndata
 from .columns import (
     build_dataset,
     check_numeric,
@@ -262,6 +262,14 @@ def load_table(
                           exclude_labels=exclude_labels, dropna=dropna,
                           split_column=split_column, cytometry=cytometry,
                           cells_per_sample=cells_per_sample, subsample_seed=subsample_seed)
+    if isinstance(source, (str, Path)) and str(source).lower().endswith(".h5ad") \
+            and Path(source).is_file():
+        ds = _load_h5ad(Path(source), layer, target=target, groups=groups, features=features,
+                        drop=drop, exclude_labels=exclude_labels, dropna=dropna,
+                        split_column=split_column, cytometry=cytometry,
+                        cells_per_sample=cells_per_sample, subsample_seed=subsample_seed)
+        if ds is not None:
+            return ds
     fcs_folder = isinstance(source, (str, Path)) and Path(source).is_dir()
     draw = (cells_per_sample, subsample_seed) if cells_per_sample else None
     raw = read_frame(source, sample_sheet, layer=layer, draw=draw if fcs_folder else None)
@@ -304,6 +312,52 @@ def load_table(
     return ds
 
 
+def _load_h5ad(path: Path, layer: str | None, *, target: str | None, groups: str | None,
+               features: Sequence[str], drop: Sequence[str], exclude_labels: Sequence[Any],
+               dropna: bool, split_column: str | None, cytometry: str | None,
+               cells_per_sample: int | None, subsample_seed: int) -> Dataset | None:
+    """An ``.h5ad`` file as :func:`load_table` loads a table, reading only what it keeps:
+    the ``obs`` columns with a role first, then the features of the rows left after
+    ``exclude_labels`` and the ``cells_per_sample`` draw, a block of rows at a time. Memory
+    holds the kept rows, not the file (which may be larger than memory, as backed mode
+    allows). None when the target, groups or split column is a feature (``var_names``):
+    the whole-table path reads those."""
+    with H5adFile(path, layer) as h5:
+        obs_cols = list(h5.obs_columns)
+        columns = [*h5.var_names, *obs_cols]
+        if len(set(columns)) != len(columns):
+            return None  # duplicate var_names: the table path names them
+        target, group_col, split_col = decide_roles(columns, {}, target, groups, split_column)
+        if any(c and c not in obs_cols for c in (target, group_col, split_col)):
+            return None
+        roles = {c for c in (target, group_col, split_col, *obs_cols) if c}
+        feature_cols = feature_columns(columns, {}, roles, features, drop)
+        meta = [c for c in dict.fromkeys((target, group_col, split_col)) if c]
+        if group_col is None:  # other obs columns may be sample ids (checked below)
+            meta += [c for c in obs_cols if c not in meta]
+        frame = h5.obs(meta, slice(None))
+        rows = np.arange(h5.n_obs)  # original positions, for messages after filtering
+        keep = kept_rows(frame[target], exclude_labels)
+        if keep is not None:
+            frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
+        drawn = None
+        if cells_per_sample:
+            frame, rows, drawn = _subsample(frame, rows, target, group_col, cells_per_sample,
+                                            subsample_seed, False)
+        check_target_values(frame[target], target)
+        position = {name: j for j, name in enumerate(h5.var_names)}
+        X = h5.feature_rows(rows, [position[c] for c in feature_cols])
+    id_like = [] if group_col else checks.id_like_columns(
+        frame, [c for c in frame.columns if c not in (target, split_col)])
+    keep = complete_rows(frame, X, feature_cols, target, group_col, rows, dropna)
+    if keep is not None:
+        frame, rows, X = frame.loc[keep].reset_index(drop=True), rows[keep], X[keep]
+    ds = build_dataset(frame, X, feature_cols, target, group_col, split_col, rows,
+                       source=str(path), cytometry=cytometry, aliases={}, id_like=id_like)
+    ds.drawn = drawn
+    return ds
+
+
 def _subsample(frame: pd.DataFrame, rows: np.ndarray, target: str, group_col: str | None,
                n: int, seed: int, drawn_already: bool) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """``n`` cells of each sample (an FCS folder's files were drawn as they were read)."""
@@ -312,12 +366,12 @@ def _subsample(frame: pd.DataFrame, rows: np.ndarray, target: str, group_col: st
             f"cells_per_sample needs to know each cell's sample; got {n} with no sample "
             "column. Pass --groups COLUMN (the sample or patient id), or load a folder of "
             "files (one per sample).")
-    samples = frame[group_col].to_numpy()
+    n_samples = int(frame[group_col].nunique(dropna=False))
     before = len(frame)
     if not drawn_already:
-        keep = subsample_rows(samples, frame[target].to_numpy(), n, seed)
+        keep = subsample_rows(frame[group_col], frame[target], n, seed)
         frame, rows = frame.iloc[keep].reset_index(drop=True), rows[keep]
-    return frame, rows, {"cells_per_sample": n, "samples": len(pd.unique(samples)),
+    return frame, rows, {"cells_per_sample": n, "samples": n_samples,
                          "cells_in_study": None if drawn_already else before,
                          "cells_drawn": len(frame)}
 

@@ -148,17 +148,23 @@ def _check_label_mix(ds: Dataset, counts: np.ndarray, name: str,
               "inside each group (reported per group and pooled).")
 
 
+def _n_distinct(values: np.ndarray) -> int:
+    """How many distinct values (sorts ``values`` in place)."""
+    values.sort()
+    return int(len(values) > 0) + int(np.count_nonzero(values[1:] != values[:-1]))
+
+
 def check_label_conflicts(ds: Dataset, issues: list[DataIssue] | None = None
                           ) -> list[DataIssue]:
     """Rows with identical features and different labels: no model can tell them apart."""
     issues = [] if issues is None else issues
     if ds.X.ndim != 2 or ds.n_samples < 2:
         return issues
-    h = row_hashes(ds.X)
-    order = np.lexsort((ds.y, h))  # equal rows side by side, their labels sorted
-    hs, ys = h[order], ds.y[order]
-    if not np.any((hs[1:] == hs[:-1]) & (ys[1:] != ys[:-1])):
+    # a row with two labels makes more distinct (row, label) hashes than row hashes; each
+    # count sorts its hashes in place (no index arrays, no sorted copies)
+    if _n_distinct(row_hashes(ds.X)) == _n_distinct(row_hashes(ds.X, labels=ds.y)):
         return issues  # no row shares its values with a row of another class
+    h = row_hashes(ds.X)
     pairs = pd.DataFrame({"h": h, "y": ds.y}).value_counts()
     labels_per_row = pairs.groupby(level="h").size()
     clashing = labels_per_row.index[labels_per_row > 1]
@@ -187,9 +193,12 @@ def check_training_parts(ds: Dataset, splits: Sequence[Any]) -> list[DataIssue]:
     if any(s.grouped for s in splits):
         check_class_is_not_group(ds)
     missing: dict[int, list[str]] = {}
+
+    def present(rows: np.ndarray) -> np.ndarray:  # the classes of these rows, no sort
+        return np.bincount(ds.y[rows], minlength=ds.n_classes) > 0
+
     for split in splits:
-        fit_rows = np.concatenate([split.train, split.val])
-        in_train = np.unique(ds.y[split.train])
+        in_train = np.flatnonzero(present(split.train))
         if len(in_train) < 2:
             only = (f"only {_show(ds.classes[in_train[0]])!r}" if len(in_train) else
                     "no rows")
@@ -198,7 +207,8 @@ def check_training_parts(ds: Dataset, splits: Sequence[Any]) -> list[DataIssue]:
                 f"learn a classifier; it holds {only} ({len(split.train)} rows). Use more "
                 "groups or fewer folds, a larger --val-size/--test-size balance, or check "
                 "--groups and --exclude-labels.")
-        for k in np.setdiff1d(np.unique(ds.y[split.test]), np.unique(ds.y[fit_rows])):
+        for k in np.flatnonzero(present(split.test) & ~present(split.train)
+                                & ~present(split.val)):
             missing.setdefault(int(k), []).append(split.name)
     if missing:
         listed = "; ".join(f"{_show(ds.classes[k])!r} in {format_list(names, 3)}"

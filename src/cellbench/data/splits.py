@@ -130,8 +130,9 @@ def _single_label_groups(y: np.ndarray, groups: np.ndarray) -> bool:
     (:func:`~cellbench.data.dataset.group_index`)."""
     if groups.dtype.kind not in "iu":
         groups = group_index(groups)[1]
-    pairs = np.unique(groups * (int(y.max()) + 1) + y)
-    return len(pairs) == len(np.unique(groups))
+    pairs = groups * (int(y.max()) + 1)
+    pairs += y  # (group, class) as one code: counted, not sorted
+    return np.count_nonzero(np.bincount(pairs)) == np.count_nonzero(np.bincount(groups))
 
 
 def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
@@ -143,9 +144,9 @@ def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
     vary within groups (cell types in every sample): groups are shuffled and dealt into folds
     (KFold over the sorted group ids), the published protocol for sample-wise CV.
     """
-    rows = np.arange(len(y))
     folds: list[np.ndarray] = []
     if _single_label_groups(y, groups):
+        rows = np.arange(len(y))
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=random_state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -156,9 +157,14 @@ def _group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int,
         # could not hold out a grouped validation part, so such folds are dealt evenly
         if folds and all(len(np.unique(np.delete(groups, test))) >= 2 for test in folds):
             return folds
-    ids = np.unique(groups)
+    ids = np.flatnonzero(np.bincount(groups))  # the codes present, sorted
     folds = KFold(n_splits, shuffle=True, random_state=random_state).split(ids)
-    return [rows[np.isin(groups, ids[test])] for _, test in folds]
+    tests = []
+    for _, test in folds:  # a lookup table over the codes, not np.isin's sort
+        chosen = np.zeros(ids[-1] + 1, bool)
+        chosen[ids[test]] = True
+        tests.append(np.flatnonzero(chosen[groups]))
+    return tests
 
 
 def _carve(index: np.ndarray, y: np.ndarray, groups: np.ndarray | None, fraction: float,
@@ -170,7 +176,7 @@ def _carve(index: np.ndarray, y: np.ndarray, groups: np.ndarray | None, fraction
         return index, index[:0]
     if groups is not None:
         sub_groups = groups[index]
-        present = np.unique(sub_groups)
+        present = np.flatnonzero(np.bincount(sub_groups))  # codes: counted, not sorted
         n_groups = len(present)
         if n_groups < 2:
             raise DataError(

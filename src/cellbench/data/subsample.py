@@ -62,15 +62,44 @@ def draw_cells(size: int, n: int, *, labels: np.ndarray | None = None, seed: int
     return np.sort(np.concatenate(picked))
 
 
-def subsample_rows(samples: np.ndarray, labels: np.ndarray | None, n: int,
-                   seed: int) -> np.ndarray:
-    """Row positions of ``n`` cells per sample of a whole table (sorted)."""
+def subsample_rows(samples: Any, labels: Any, n: int, seed: int) -> np.ndarray:
+    """Row positions of ``n`` cells per sample of a whole table (sorted).
+
+    ``samples`` and ``labels`` are arrays or pandas Series; a categorical Series is used
+    through its codes, so a table of millions of cells makes no Python object per cell.
+    """
     check_cells_per_sample(n)
-    names, codes = np.unique(samples.astype(str), return_inverse=True)
+    names, codes = _sorted_codes(samples, as_text=True)
+    label_codes = None if labels is None else _sorted_codes(labels)[1]
+    order = np.argsort(codes, kind="stable")  # each sample's rows, in row order
+    ends = np.cumsum(np.bincount(codes, minlength=len(names)))
     keep = []
     for k, name in enumerate(names):
-        rows = np.flatnonzero(codes == k)
-        chosen = draw_cells(len(rows), n, labels=None if labels is None else labels[rows],
-                            seed=seed, sample=name)
+        rows = order[(ends[k - 1] if k else 0):ends[k]]
+        chosen = draw_cells(len(rows), n, labels=None if label_codes is None
+                            else label_codes[rows], seed=seed, sample=name)
         keep.append(rows[chosen])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def _sorted_codes(values: Any, as_text: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` (of the values as text with ``as_text``):
+    the distinct values sorted, and each row's position among them. A categorical is coded
+    from its categories; a missing value sorts last."""
+    import pandas as pd
+
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        cats = values.cat.categories.to_numpy()
+        cats = cats.astype(str) if as_text else cats
+        rank = np.empty(len(cats) + 1, np.int32 if len(cats) < 2**31 - 1 else np.int64)
+        order = np.argsort(cats, kind="stable")
+        rank[order] = np.arange(len(cats))
+        raw = values.cat.codes.to_numpy()
+        missing = raw < 0
+        rank[-1] = len(cats)  # code -1: after every category
+        names = cats[order]
+        if missing.any():
+            names = np.append(names.astype(object), None if not as_text else "nan")
+        return names, rank[raw]
+    values = np.asarray(values)
+    return np.unique(values.astype(str) if as_text else values, return_inverse=True)

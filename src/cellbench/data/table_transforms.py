@@ -258,7 +258,7 @@ class Preprocessor:
             if step == "standardize":
                 total = sum(Z.sum(axis=0, dtype=np.float64) for Z in self._chunks(X, rows, done))
                 mean = total / len(rows)
-                squares = sum(np.square(Z - mean).sum(axis=0)
+                squares = sum(np.square(D := Z - mean, out=D).sum(axis=0)
                               for Z in self._chunks(X, rows, done))
                 std = np.sqrt(squares / len(rows)).astype(np.float32)
                 self.mean_ = mean.astype(np.float32)
@@ -269,10 +269,14 @@ class Preprocessor:
         return self.fit(X, feature_names).transform(X)
 
     def _apply(self, step: str, X: np.ndarray) -> np.ndarray:
+        # each step makes one new array and works in it (no second full-size temporary)
         if step == "arcsinh":
-            return np.arcsinh(X / self.cofactors_)
+            Z = X / self.cofactors_
+            return np.arcsinh(Z, out=Z)
         if step == "standardize":
-            return (X - self.mean_) / self.scale_
+            Z = X - self.mean_
+            Z /= self.scale_
+            return Z
         # quantile: training CDF, then the normal quantile function; kept off the infinite ends
         n_levels = self.quantiles_.shape[0]
         levels = np.linspace(0, 1, n_levels)

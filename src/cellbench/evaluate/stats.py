@@ -125,10 +125,15 @@ def delong_ci(y: np.ndarray, proba: np.ndarray, level: float = 0.95) -> tuple[fl
         s01 = np.sum((infl[~positive] * k / n) ** 2) / max(k - 1, 1)
         var = s10 / m + s01 / k
     else:
-        parts = [_auc_influence(proba[:, c], y == c) for c in range(proba.shape[1])
-                 if 0 < (y == c).sum() < n]
-        auc = float(np.mean([a for a, _ in parts]))
-        infl = np.mean([i for _, i in parts], axis=0)
+        aucs, infl = [], np.zeros(n)  # the classes' influences summed one at a time
+        for c in range(proba.shape[1]):
+            positive = y == c
+            if 0 < positive.sum() < n:
+                a, i = _auc_influence(proba[:, c], positive)
+                aucs.append(a)
+                infl += i
+        auc = float(np.mean(aucs))
+        infl /= len(aucs)
         var = float(np.sum(infl ** 2)) / (n * (n - 1))
     half = norm.ppf(0.5 + level / 2) * np.sqrt(var)
     return auc, float(max(0.0, auc - half)), float(min(1.0, auc + half))

@@ -36,7 +36,7 @@ from ..report.plots import plot_confusion, plot_curves
 from ..train.trainer import FittedModel, train_model
 from .parallel import run_parallel
 
-PREDICT_ROWS = 1 << 16  # test and validation rows predicted at a time
+PREDICT_ROWS = 1 << 14  # test and validation rows predicted at a time: few MB of temporaries
 
 __all__ = ["Display", "Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
 
@@ -104,8 +104,10 @@ def _predict(fm: FittedModel, ds: Dataset, index: np.ndarray) -> np.ndarray:
         return fm.predict_proba(ds.X[index], groups=None if ds.groups is None
                                 else ds.groups[index])
     # rows are predicted independently: in chunks, no copy of the part's rows
-    return np.concatenate([fm.predict_proba(ds.X[index[i:i + PREDICT_ROWS]])
-                           for i in range(0, len(index), PREDICT_ROWS)])
+    out = np.empty((len(index), ds.n_classes))
+    for i in range(0, len(index), PREDICT_ROWS):
+        out[i:i + PREDICT_ROWS] = fm.predict_proba(ds.X[index[i:i + PREDICT_ROWS]])
+    return out
 
 
 def _evaluate(ds: Dataset, index: np.ndarray, proba: np.ndarray) -> Metrics | None:
@@ -171,6 +173,7 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
     result.write(unit.path)  # last: marks the unit finished
     if not unit.keep_checkpoint:
         shutil.rmtree(unit.path / "checkpoints", ignore_errors=True)
+    release_free_memory()  # the predictions' and plots' buffers
     return result
 
 
@@ -279,7 +282,9 @@ def _pooled(ds: Dataset, results: Sequence[UnitResult]) -> Metrics | None:
     if not len(index):
         return None
     proba = np.concatenate([p.test_proba for p in parts])
+    del parts
     pooled = _evaluate(ds, index, proba)
+    release_free_memory()
     pooled.pooled_over = (f"{len(first)} test part{'' if len(first) == 1 else 's'} "
                           f"(seed {seed})")
     return pooled

@@ -114,6 +114,7 @@ def split_issues(ds: Dataset, splits: Sequence[Split], name_parts: bool = True) 
             name = f"{split.name} test" if name_parts else "test"
             issues += checks.check_split_duplicates(ds.X, split.train, split.test, name,
                                                     split.grouped, y=ds.y)
+        release_free_memory()  # the row hashes
     return issues
 
 

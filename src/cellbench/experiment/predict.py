@@ -19,7 +19,7 @@ import pandas as pd
 
 from .._utils import atomic_path, format_list
 from ..data.anndata_io import PredictionsCopy
-from ..data.images import IMAGE_SUFFIXES, is_image_source, read_images_for_prediction
+from ..data.images import IMAGE_SUFFIXES, is_image_source, iter_images_for_prediction
 from ..data.sample_norm import sample_blocks, stat_rows
 from ..data.stream import TableStream, open_table
 from ..exceptions import DataError, RunDirectoryError
@@ -94,15 +94,20 @@ def _predict_images(fm: FittedModel, data: str | Path, resize: int | None) -> tu
     if fm.kind != "image":
         raise DataError(f"model {fm.name!r} was trained on a table; {str(data)!r} holds "
                         "images. Predict with a model trained on images.")
-    images, names, labels = read_images_for_prediction(data, resize)
-    if list(images.shape[1:]) != fm.input_shape:
-        c, h, w = fm.input_shape
-        raise DataError(
-            f"images must have the training shape {c}x{h}x{w} (channels x height x width); "
-            f"got {'x'.join(map(str, images.shape[1:]))}. Pass --resize {h} if they only "
-            "differ in size."
-        )
-    return fm.predict_proba(images), pd.DataFrame({"file": names}), labels
+    probas, names, labels = [], [], []
+    # a folder is decoded and predicted a piece at a time: memory holds one piece's images
+    for images, part_names, part_labels in iter_images_for_prediction(data, resize):
+        if list(images.shape[1:]) != fm.input_shape:
+            c, h, w = fm.input_shape
+            raise DataError(
+                f"images must have the training shape {c}x{h}x{w} (channels x height x "
+                f"width); got {'x'.join(map(str, images.shape[1:]))} (e.g. "
+                f"{part_names[0]!r}). Pass --resize {h} if they only differ in size."
+            )
+        probas.append(fm.predict_proba(images))
+        names += part_names
+        labels = None if part_labels is None else labels + part_labels
+    return np.concatenate(probas), pd.DataFrame({"file": names}), labels
 
 
 def _add_predictions(result: pd.DataFrame, fm: FittedModel, proba: np.ndarray,
