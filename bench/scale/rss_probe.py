@@ -24,7 +24,10 @@ def main() -> None:
     import lightgbm  # noqa: F401  (the baseline imports what the job imports)
     import torch  # noqa: F401
 
+    from cellbench._utils import map_large_buffers
     from cellbench.cli import app
+
+    map_large_buffers()  # as the cellbench script does
 
     base = rss_mb()
     main_id = threading.get_ident()

@@ -56,6 +56,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_npz(fh: Any, **arrays: np.ndarray) -> None:
+    """``np.savez(fh, **arrays)``: an uncompressed .npz that ``np.load`` reads, written from
+    the arrays' own memory in 1 MB pieces (``np.savez`` copies 16 MB at a time)."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            array = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                if array.dtype.hasobject:  # pickled, as np.savez does
+                    npy.write_array(out, array)
+                    continue
+                npy.write_array_header_1_0(out, npy.header_data_from_array_1_0(array))
+                raw = array.reshape(-1).view(np.uint8)
+                for i in range(0, len(raw), 1 << 20):
+                    out.write(raw[i:i + (1 << 20)])
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically (numpy scalars and arrays allowed)."""
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
@@ -127,20 +148,35 @@ def resolve_device(device: str | None) -> Any:
 # Names
 
 
-def release_free_memory() -> None:
-    """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``), so a
-    loader's transient buffers do not stay in the process's resident memory; elsewhere a
-    no-op."""
+def _libc() -> Any:
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:  # no C library to ask (not Linux/glibc)
-        pass
+        return ctypes.CDLL(name) if name else None
+    except OSError:  # no C library to ask
+        return None
+
+
+def map_large_buffers(threshold: int = 1 << 18) -> None:
+    """Give every heap buffer of ``threshold`` bytes or more its own memory mapping, handed
+    back to the system when freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``; elsewhere a
+    no-op). glibc otherwise raises that threshold as large buffers are freed, and later
+    arrays of that size stay resident in the heap after use: a job's temporaries pile up
+    instead of coming and going. Set once, by the command line, for the whole process."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
+
+
+def release_free_memory() -> None:
+    """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``), so a
+    loader's transient buffers do not stay in the process's resident memory; elsewhere a
+    no-op."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

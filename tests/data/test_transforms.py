@@ -74,6 +74,7 @@ def small_chunks(monkeypatch):
 
     monkeypatch.setattr(transforms, "LARGE_ROWS", 500)
     monkeypatch.setattr(transforms, "CHUNK_ROWS", 1024)
+    monkeypatch.setattr(transforms, "FIT_CHUNK_ROWS", 512)
 
 
 @pytest.mark.parametrize("steps", [("standardize",), ("arcsinh", "standardize"), ("arcsinh",)])

@@ -41,6 +41,7 @@ N_QUANTILES = 1000
 #: above this many training rows, statistics and transforms go a chunk of rows at a time
 LARGE_ROWS = 1 << 20
 CHUNK_ROWS = 1 << 16
+FIT_CHUNK_ROWS = 1 << 14  # rows a large table's statistics are summed over at a time
 
 
 class Preprocessor:
@@ -244,8 +245,8 @@ class Preprocessor:
 
     def _chunks(self, X: np.ndarray, rows: np.ndarray, steps: Sequence[str]
                 ) -> Iterator[np.ndarray]:
-        for start in range(0, len(rows), CHUNK_ROWS):
-            Z = np.asarray(X[rows[start:start + CHUNK_ROWS]], dtype=np.float32)
+        for start in range(0, len(rows), FIT_CHUNK_ROWS):
+            Z = np.asarray(X[rows[start:start + FIT_CHUNK_ROWS]], dtype=np.float32)
             for step in steps:
                 Z = self._apply(step, Z)
             yield Z

@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from .._config import DataConfig, RunConfig, TrainConfig
-from .._utils import atomic_path, atomic_write_text, release_free_memory, to_builtin
+from .._utils import (
+    atomic_path,
+    atomic_write_text,
+    release_free_memory,
+    to_builtin,
+    write_npz,
+)
 from ..data.dataset import Dataset
 from ..data.splits import Split, repeat_of
 from ..evaluate.compare import Run
@@ -158,8 +164,8 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
     predict_seconds = time.perf_counter() - start
     val_proba = _predict(fm, ds, split.val)
     with atomic_path(unit.path / "predictions.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, test_index=split.test, test_proba=test_proba, val_index=split.val,
-                 val_proba=val_proba)
+        write_npz(fh, test_index=split.test, test_proba=test_proba, val_index=split.val,
+                  val_proba=val_proba)
     result = UnitResult(
         ident=unit.ident, label=unit.choice.label, model=fm.name,
         model_kwargs=fm.model_kwargs, seed=unit.seed, split=split.name, sizes=split.sizes(),
@@ -168,6 +174,8 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
         info=fm.info, validation=_evaluate(ds, split.val, val_proba),
         test=_evaluate(ds, split.test, test_proba), failed=_failure(fm, test_proba),
         run_dir=unit.path)
+    del test_proba, val_proba  # saved and scored: the plots need neither
+    release_free_memory()
     _save_outputs(fm, unit, ds, result.test, unit.title or f"{unit.choice.label} "
                                                            f"[{split.name}]")
     result.write(unit.path)  # last: marks the unit finished

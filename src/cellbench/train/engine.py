@@ -293,7 +293,7 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
     order = order.to(device)
     # running metrics go into buffers (one op per batch each), reduced once per epoch
     batch_loss = torch.empty(n_batches, device=device)
-    predicted = torch.empty(loop.n_used, device=device, dtype=torch.long)
+    batch_correct = torch.empty(n_batches, device=device, dtype=torch.long)
     for b in range(n_batches):
         for cb in hooks.batch_begin:
             cb.on_batch_begin(state)
@@ -328,7 +328,7 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
         if state.ema is not None:
             state.ema.update(model)
         batch_loss[b] = state.loss
-        torch.argmax(_predicted(logits.detach()), 1, out=predicted[b * bs:b * bs + len(idx)])
+        batch_correct[b] = (torch.argmax(_predicted(logits.detach()), 1) == yb).sum()
         state.batch = b + 1
         state.step += 1
         for cb in hooks.batch_end:
@@ -336,8 +336,7 @@ def _train_epoch(state: TrainState, loop: _Loop, hooks: _Hooks) -> dict[str, flo
     sizes = torch.full((n_batches,), float(bs), device=device)
     sizes[-1] = loop.n_used - bs * (n_batches - 1)
     running_loss, running_correct = torch.stack([
-        (batch_loss * sizes).sum() / loop.n_used,
-        (predicted == loop.y[order[:loop.n_used]]).sum().float()]).tolist()
+        (batch_loss * sizes).sum() / loop.n_used, batch_correct.sum().float()]).tolist()
     return {"running_loss": running_loss, "running_accuracy": running_correct / loop.n_used}
 
 
