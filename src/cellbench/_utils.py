@@ -56,18 +56,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_npz(fh: Any, **arrays: np.ndarray) -> None:
-    """``np.savez(fh, **arrays)``: an uncompressed .npz that ``np.load`` reads, written from
-    the arrays' own memory in 1 MB pieces (``np.savez`` copies 16 MB at a time)."""
-    import zipfile
+class NpzWriter:
+    """An uncompressed .npz that ``np.load`` reads, written array by array as they come
+    (``add``), each from its own memory in 1 MB pieces (``np.savez`` needs every array at
+    once and copies 16 MB at a time). Use as a context manager around an open binary file."""
 
-    from numpy.lib import format as npy
+    def __init__(self, fh: Any) -> None:
+        import zipfile
 
-    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        self._zip = zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+    def add(self, **arrays: Any) -> None:
+        from numpy.lib import format as npy
+
         for name, value in arrays.items():
             array = np.asarray(value)
             array = array if array.flags.c_contiguous else np.ascontiguousarray(array)
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+            with self._zip.open(f"{name}.npy", "w", force_zip64=True) as out:
                 if array.dtype.hasobject:  # pickled, as np.savez does
                     npy.write_array(out, array)
                     continue
@@ -75,6 +80,18 @@ def write_npz(fh: Any, **arrays: np.ndarray) -> None:
                 raw = array.reshape(-1).view(np.uint8)
                 for i in range(0, len(raw), 1 << 20):
                     out.write(raw[i:i + (1 << 20)])
+
+    def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._zip.close()
+
+
+def write_npz(fh: Any, **arrays: Any) -> None:
+    """``np.savez(fh, **arrays)`` through :class:`NpzWriter`."""
+    with NpzWriter(fh) as npz:
+        npz.add(**arrays)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

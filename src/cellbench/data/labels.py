@@ -84,7 +84,7 @@ def _confounding_text(what: str, column: str) -> str:
 def _group_counts(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Group ids and the rows of each class in each group, ``(n_groups, n_classes)``."""
     ids, g = ds.group_index
-    counts = np.bincount(g * ds.n_classes + ds.y, minlength=len(ids) * ds.n_classes
+    counts = np.bincount(g.astype(np.int64) * ds.n_classes + ds.y, minlength=len(ids) * ds.n_classes
                          ).reshape(len(ids), ds.n_classes).astype(np.int64)
     return ids, counts
 

@@ -130,7 +130,7 @@ def _single_label_groups(y: np.ndarray, groups: np.ndarray) -> bool:
     (:func:`~cellbench.data.dataset.group_index`)."""
     if groups.dtype.kind not in "iu":
         groups = group_index(groups)[1]
-    pairs = groups * (int(y.max()) + 1)
+    pairs = groups.astype(np.int64) * (int(y.max()) + 1)
     pairs += y  # (group, class) as one code: counted, not sorted
     return np.count_nonzero(np.bincount(pairs)) == np.count_nonzero(np.bincount(groups))
 

@@ -188,9 +188,15 @@ class UnitPredictions:
     val_proba: np.ndarray
 
     @classmethod
-    def load(cls, path: Path) -> UnitPredictions:
+    def load(cls, path: Path, validation: bool = True) -> UnitPredictions:
+        """The file's predictions; without ``validation``, the test part's only (the
+        validation part comes back empty, and is not read)."""
         with np.load(path) as z:
-            return cls(z["test_index"], z["test_proba"], z["val_index"], z["val_proba"])
+            test_proba = z["test_proba"]
+            if not validation:
+                return cls(z["test_index"], test_proba, np.zeros(0, np.int64),
+                           np.zeros((0, *test_proba.shape[1:])))
+            return cls(z["test_index"], test_proba, z["val_index"], z["val_proba"])
 
 
 @dataclass
@@ -222,11 +228,12 @@ class UnitResult(_File):
     WHAT: ClassVar[str] = "unit result"
     REQUIRED: ClassVar[tuple[str, ...]] = ("ident", "seed", "split")
 
-    def predictions(self) -> UnitPredictions:
+    def predictions(self, validation: bool = True) -> UnitPredictions:
+        """The unit's saved predictions (see :meth:`UnitPredictions.load`)."""
         if self.run_dir is None:
             raise RunDirectoryError(f"unit {self.label} [{self.split}] must have been read "
                                     "from a run directory to load its predictions.")
-        return UnitPredictions.load(self.run_dir / "predictions.npz")
+        return UnitPredictions.load(self.run_dir / "predictions.npz", validation)
 
 
 @dataclass

@@ -25,11 +25,11 @@ import pandas as pd
 
 from .._config import DataConfig, RunConfig, TrainConfig
 from .._utils import (
+    NpzWriter,
     atomic_path,
     atomic_write_text,
     release_free_memory,
     to_builtin,
-    write_npz,
 )
 from ..data.dataset import Dataset
 from ..data.splits import Split, repeat_of
@@ -159,23 +159,26 @@ def run_unit(ds: Dataset, unit: Unit, data_cfg: DataConfig, progress: Any = None
     fm = train_model(ds, split, unit.train, data_cfg, run_dir=unit.path, resume=resume,
                      progress=progress, verbose=verbose)
     release_free_memory()  # the training part's copies, before the next unit's
-    start = time.perf_counter()
-    test_proba = _predict(fm, ds, split.test)
-    predict_seconds = time.perf_counter() - start
-    val_proba = _predict(fm, ds, split.val)
-    with atomic_path(unit.path / "predictions.npz") as tmp, open(tmp, "wb") as fh:
-        write_npz(fh, test_index=split.test, test_proba=test_proba, val_index=split.val,
-                  val_proba=val_proba)
+    # each part predicted, saved and scored before the next: one part's probabilities held
+    with atomic_path(unit.path / "predictions.npz") as tmp, open(tmp, "wb") as fh, \
+            NpzWriter(fh) as npz:
+        start = time.perf_counter()
+        proba = _predict(fm, ds, split.test)
+        predict_seconds = time.perf_counter() - start
+        npz.add(test_index=split.test, test_proba=proba)
+        test, failed = _evaluate(ds, split.test, proba), _failure(fm, proba)
+        del proba
+        proba = _predict(fm, ds, split.val)
+        npz.add(val_index=split.val, val_proba=proba)
+        validation = _evaluate(ds, split.val, proba)
+        del proba
+    release_free_memory()
     result = UnitResult(
         ident=unit.ident, label=unit.choice.label, model=fm.name,
         model_kwargs=fm.model_kwargs, seed=unit.seed, split=split.name, sizes=split.sizes(),
         n_params=fm.n_params, fit_seconds=fm.fit_seconds, predict_seconds=predict_seconds,
         epochs=len(fm.history), best_epoch=fm.best_epoch, stop_reason=fm.stop_reason,
-        info=fm.info, validation=_evaluate(ds, split.val, val_proba),
-        test=_evaluate(ds, split.test, test_proba), failed=_failure(fm, test_proba),
-        run_dir=unit.path)
-    del test_proba, val_proba  # saved and scored: the plots need neither
-    release_free_memory()
+        info=fm.info, validation=validation, test=test, failed=failed, run_dir=unit.path)
     _save_outputs(fm, unit, ds, result.test, unit.title or f"{unit.choice.label} "
                                                            f"[{split.name}]")
     result.write(unit.path)  # last: marks the unit finished
@@ -276,7 +279,7 @@ def runs_of(results: Sequence[UnitResult]) -> list[Run]:
     for u in results:
         if u.test is None:
             continue
-        p = u.predictions()
+        p = u.predictions(validation=False)
         runs.append(Run(u.seed, u.split, p.test_index, p.test_proba, int(u.sizes["train"])))
     return runs
 
@@ -285,11 +288,13 @@ def _pooled(ds: Dataset, results: Sequence[UnitResult]) -> Metrics | None:
     """The first seed's test predictions pooled over the splits of its first repeat."""
     seed = min((u.seed for u in results), default=None)
     first = [u for u in results if u.seed == seed and repeat_of(u.split) == 1]
-    parts = [u.predictions() for u in first]
-    index = np.concatenate([p.test_index for p in parts]) if parts else np.zeros(0, int)
-    if not len(index):
+    parts = [u.predictions(validation=False) for u in first]
+    if not sum(len(p.test_index) for p in parts):
         return None
-    proba = np.concatenate([p.test_proba for p in parts])
+    # one part (a holdout) is used as read: no concatenated copy
+    index, proba = ((parts[0].test_index, parts[0].test_proba) if len(parts) == 1 else
+                    (np.concatenate([p.test_index for p in parts]),
+                     np.concatenate([p.test_proba for p in parts])))
     del parts
     pooled = _evaluate(ds, index, proba)
     release_free_memory()

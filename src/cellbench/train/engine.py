@@ -160,15 +160,18 @@ def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 4096,
     autocast, _ = _amp(device, amp)
     was_training = model.training
     model.eval()
-    out = []
+    out = None  # filled batch by batch: no list of pieces and a concatenated copy
     for i in range(0, len(X), batch_size):
         xb = X[i:i + batch_size].to(device, non_blocking=True)
         if input_fn is not None:
             xb = input_fn(xb)
         with autocast():
-            out.append(model(xb).float())
+            logits = model(xb).float()
+        if out is None:
+            out = torch.empty((len(X), *logits.shape[1:]), device=logits.device)
+        out[i:i + len(logits)] = logits
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, device=device)
+    return out if out is not None else torch.empty(0, device=device)
 
 
 def _measure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, prefix: str, n_classes: int,
