@@ -88,12 +88,6 @@ class NpzWriter:
         self._zip.close()
 
 
-def write_npz(fh: Any, **arrays: Any) -> None:
-    """``np.savez(fh, **arrays)`` through :class:`NpzWriter`."""
-    with NpzWriter(fh) as npz:
-        npz.add(**arrays)
-
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically (numpy scalars and arrays allowed)."""
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")

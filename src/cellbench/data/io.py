@@ -282,16 +282,8 @@ def load_table(
 
     target, group_col, split_col = decide_roles(columns, aliases, target, groups, split_column,
                                                   raw.target, raw.groups)
-    rows = np.arange(len(frame))  # original positions, for messages after filtering
-    keep = kept_rows(frame[target], exclude_labels)
-    if keep is not None:
-        frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
-
-    drawn = None
-    if cells_per_sample:
-        frame, rows, drawn = _subsample(frame, rows, target, group_col, cells_per_sample,
-                                        subsample_seed, fcs_folder)
-    check_target_values(frame[target], target)
+    frame, rows, drawn = _kept_rows(frame, target, group_col, exclude_labels,
+                                    cells_per_sample, subsample_seed, fcs_folder)
     roles = {c for c in (target, group_col, split_col, *raw.meta) if c}
     feature_cols = feature_columns(columns, aliases, roles, features, drop)
 
@@ -336,15 +328,8 @@ def _load_h5ad(path: Path, layer: str | None, *, target: str | None, groups: str
         if group_col is None:  # other obs columns may be sample ids (checked below)
             meta += [c for c in obs_cols if c not in meta]
         frame = h5.obs(meta, slice(None))
-        rows = np.arange(h5.n_obs)  # original positions, for messages after filtering
-        keep = kept_rows(frame[target], exclude_labels)
-        if keep is not None:
-            frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
-        drawn = None
-        if cells_per_sample:
-            frame, rows, drawn = _subsample(frame, rows, target, group_col, cells_per_sample,
-                                            subsample_seed, False)
-        check_target_values(frame[target], target)
+        frame, rows, drawn = _kept_rows(frame, target, group_col, exclude_labels,
+                                        cells_per_sample, subsample_seed, False)
         position = {name: j for j, name in enumerate(h5.var_names)}
         X = h5.feature_rows(rows, [position[c] for c in feature_cols])
     id_like = [] if group_col else checks.id_like_columns(
@@ -356,6 +341,24 @@ def _load_h5ad(path: Path, layer: str | None, *, target: str | None, groups: str
                        source=str(path), cytometry=cytometry, aliases={}, id_like=id_like)
     ds.drawn = drawn
     return ds
+
+
+def _kept_rows(frame: pd.DataFrame, target: str, group_col: str | None,
+               exclude_labels: Sequence[Any], cells_per_sample: int | None, seed: int,
+               drawn_already: bool) -> tuple[pd.DataFrame, np.ndarray, dict | None]:
+    """The rows left after ``exclude_labels`` and the ``cells_per_sample`` draw, their
+    original positions (for messages after filtering) and the draw's record; the target
+    values are checked on what is left."""
+    rows = np.arange(len(frame))
+    keep = kept_rows(frame[target], exclude_labels)
+    if keep is not None:
+        frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
+    drawn = None
+    if cells_per_sample:
+        frame, rows, drawn = _subsample(frame, rows, target, group_col, cells_per_sample,
+                                        seed, drawn_already)
+    check_target_values(frame[target], target)
+    return frame, rows, drawn
 
 
 def _subsample(frame: pd.DataFrame, rows: np.ndarray, target: str, group_col: str | None,
