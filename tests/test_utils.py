@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sys
+import types
 
 import numpy as np
 
@@ -33,3 +35,21 @@ def test_heap_settings_are_harmless_calls():
     map_large_buffers()  # glibc: a setting; elsewhere nothing
     release_free_memory()
     assert np.ones(1 << 20).sum() == 1 << 20  # large buffers still allocate and free
+
+
+def test_release_free_memory_empties_arrows_pool_once_pyarrow_is_loaded(monkeypatch):
+    """The Parquet reader decodes pages with Arrow's default pool (mimalloc), which keeps
+    freed pages cached; release_free_memory must hand them back."""
+    released = []
+
+    class Pool:
+        def release_unused(self):
+            released.append(True)
+
+    monkeypatch.setitem(sys.modules, "pyarrow",
+                        types.SimpleNamespace(default_memory_pool=lambda: Pool()))
+    release_free_memory()
+    assert released == [True]
+    monkeypatch.delitem(sys.modules, "pyarrow")
+    release_free_memory()  # without pyarrow loaded: nothing to release, no import
+    assert released == [True] and "pyarrow" not in sys.modules

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import secrets
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -182,12 +183,17 @@ def map_large_buffers(threshold: int = 1 << 18) -> None:
 
 
 def release_free_memory() -> None:
-    """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``), so a
-    loader's transient buffers do not stay in the process's resident memory; elsewhere a
-    no-op."""
+    """Give freed memory back to the system, so a loader's transient buffers do not stay in
+    the process's resident memory: the C heap's pages (glibc's ``malloc_trim``; elsewhere a
+    no-op) and, once pyarrow is loaded, what Arrow's default pool keeps cached. The Parquet
+    reader decodes pages with that pool (mimalloc) whatever ``pyarrow.set_memory_pool``
+    says, and mimalloc keeps about 20 MB of a 100-file read otherwise."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        pyarrow.default_memory_pool().release_unused()
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

@@ -199,8 +199,12 @@ def test_the_grid_survives_a_ray_worker_node_killed_mid_run(tmp_path, cells, one
                 _kill(worker)
                 break
             time.sleep(0.2)
-        assert finished, "no unit finished before the driver stopped"
-        assert len(finished) < len(expected), "every unit finished before the node was killed"
+        if not finished or len(finished) == len(expected):  # say why, with the driver's words
+            if driver.poll() is None:
+                driver.kill()
+            output, _ = driver.communicate(timeout=60)
+            assert finished, f"no unit finished before the driver stopped:\n{output}"
+            raise AssertionError(f"every unit finished before the node was killed:\n{output}")
         output, _ = driver.communicate(timeout=600)
         assert driver.returncode == 0, output
 
@@ -213,3 +217,37 @@ def test_the_grid_survives_a_ray_worker_node_killed_mid_run(tmp_path, cells, one
             _kill(worker)
         _kill(head)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_unit_lost_with_its_node_is_run_again_then_given_up():
+    """A task's output lost with a killed node comes back as None (the driver submits the
+    unit again); after RAY_RETRIES losses it is a clear error; a unit's own error is itself."""
+    import types
+
+    from cellbench.exceptions import CellbenchError
+    from cellbench.experiment.parallel import RAY_RETRIES, _fetch
+
+    class RayError(Exception):
+        pass
+
+    class RayTaskError(RayError):
+        def __init__(self, cause):
+            self.cause = cause
+
+    def ray_that(raises):
+        def get(ref):
+            raise raises
+        return types.SimpleNamespace(get=get, exceptions=types.SimpleNamespace(
+            RayError=RayError, RayTaskError=RayTaskError))
+
+    unit = types.SimpleNamespace(choice=types.SimpleNamespace(label="mlp"), seed=0,
+                                 split=types.SimpleNamespace(name="fold1"))
+    lost = ray_that(RayError("object lost"))
+    assert _fetch(lost, None, unit, 0) is None
+    with pytest.raises(CellbenchError, match=f"it was lost {RAY_RETRIES + 1} times"):
+        _fetch(lost, None, unit, RAY_RETRIES)
+    with pytest.raises(InvalidParameterError, match="bad"):
+        _fetch(ray_that(RayTaskError(InvalidParameterError("bad"))), None, unit, 0)
+    ok = types.SimpleNamespace(get=lambda ref: ("result", {}, []),
+                               exceptions=lost.exceptions)
+    assert _fetch(ok, None, unit, 0) == ("result", {}, [])

@@ -88,20 +88,43 @@ def _auc_influence(scores: np.ndarray, positive: np.ndarray) -> tuple[float, np.
     Positives get ``V10 - auc`` scaled by ``n / n_pos``, negatives ``V01 - auc`` scaled by
     ``n / n_neg``: the influence of each row on the AUROC estimate.
     """
-    pos_scores = np.sort(scores[positive])
-    neg_scores = np.sort(scores[~positive])
-    m, k = len(pos_scores), len(neg_scores)
-    lo = np.searchsorted(neg_scores, scores[positive], "left")
-    hi = np.searchsorted(neg_scores, scores[positive], "right")
-    v10 = (lo + 0.5 * (hi - lo)) / k
-    lo = np.searchsorted(pos_scores, scores[~positive], "left")
-    hi = np.searchsorted(pos_scores, scores[~positive], "right")
-    v01 = ((m - hi) + 0.5 * (hi - lo)) / m
+    # the arithmetic below runs in place where it can, in the order of the formulas in the
+    # comments (equal to the bit): a large pooled test part makes this a compare's peak
+    pos, neg = scores[positive], scores[~positive]
+    m, k = len(pos), len(neg)
+    neg_sorted = np.sort(neg)
+    lo = np.searchsorted(neg_sorted, pos, "left")
+    hi = np.searchsorted(neg_sorted, pos, "right")
+    del neg_sorted
+    np.subtract(hi, lo, out=hi)
+    v10 = 0.5 * hi  # v10 = (lo + 0.5 * (hi - lo)) / k
+    del hi
+    v10 += lo
+    v10 /= k
+    pos_sorted = np.sort(pos)
+    del pos, lo
+    lo = np.searchsorted(pos_sorted, neg, "left")
+    hi = np.searchsorted(pos_sorted, neg, "right")
+    del pos_sorted, neg
+    np.subtract(hi, lo, out=lo)
+    v01 = 0.5 * lo  # v01 = ((m - hi) + 0.5 * (hi - lo)) / m
+    del lo
+    np.subtract(m, hi, out=hi)
+    v01 += hi
+    del hi
+    v01 /= m
     auc = float(v10.mean())
     n = m + k
     influence = np.empty(n)
-    influence[positive] = (v10 - auc) * n / m
-    influence[~positive] = (v01 - auc) * n / k
+    v10 -= auc  # (v10 - auc) * n / m
+    v10 *= n
+    v10 /= m
+    influence[positive] = v10
+    del v10
+    v01 -= auc  # (v01 - auc) * n / k
+    v01 *= n
+    v01 /= k
+    influence[~positive] = v01
     return auc, influence
 
 

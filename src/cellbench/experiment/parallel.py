@@ -171,8 +171,11 @@ def _write_files(unit: Any, files: dict[str, bytes]) -> None:
         atomic_write_bytes(path, files[name])
 
 
-def _fetch(ray: Any, ref: Any, unit: Any) -> tuple[UnitResult, dict[str, bytes], list]:
-    """A finished task's output; its own error (a bad setting) is raised as itself."""
+def _fetch(ray: Any, ref: Any, unit: Any, attempt: int
+           ) -> tuple[UnitResult, dict[str, bytes], list] | None:
+    """A finished task's output; its own error (a bad setting) is raised as itself. None when
+    the task or its output was lost with a node (the output of a task that finished on a node
+    killed before the driver read it is gone too): the caller submits it again."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
@@ -181,9 +184,11 @@ def _fetch(ray: Any, ref: Any, unit: Any) -> tuple[UnitResult, dict[str, bytes],
             raise cause from None
         raise
     except ray.exceptions.RayError as exc:
+        if attempt < RAY_RETRIES:
+            return None
         raise CellbenchError(
             f"unit {unit.choice.label} seed {unit.seed} {unit.split.name} must finish on the "
-            f"Ray cluster; it was lost {RAY_RETRIES + 1} times ({type(exc).__name__}). "
+            f"Ray cluster; it was lost {attempt + 1} times ({type(exc).__name__}). "
             "Finished units are kept in the run directory: rerun the same command to "
             "continue.") from exc
 
@@ -196,20 +201,32 @@ def _ray(run: RunUnit, ds: Dataset, units: Sequence[Any], data_cfg: DataConfig, 
     try:
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_unit)
         ds_ref = ray.put(ds)
-        refs = {task.remote(run, ds_ref, replace(unit, path=unit.path.resolve()), data_cfg, 1):
-                i for i, unit in enumerate(units)}
-        pending = list(refs)
+        refs: dict[Any, int] = {}
+        attempts = [0] * len(units)
+
+        def submit(i: int) -> Any:
+            ref = task.remote(run, ds_ref, replace(units[i], path=units[i].path.resolve()),
+                              data_cfg, 1)
+            refs[ref] = i
+            return ref
+
+        pending = [submit(i) for i in range(len(units))]
         while pending:
             status(f"ray: {len(pending)} units left on "
                    f"{len([n for n in ray.nodes() if n.get('Alive')])} nodes")
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:
-                unit = units[refs[ref]]
-                result, files, shown = _fetch(ray, ref, unit)
-                _write_files(unit, files)
-                result.run_dir = unit.path
+                i = refs.pop(ref)
+                fetched = _fetch(ray, ref, units[i], attempts[i])
+                if fetched is None:  # lost with its node: run it again
+                    attempts[i] += 1
+                    pending.append(submit(i))
+                    continue
+                result, files, shown = fetched
+                _write_files(units[i], files)
+                result.run_dir = units[i].path
                 _reemit(shown)
-                done(refs[ref], result)
+                done(i, result)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
