@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "cellbench"
 #: lowest first; a module may import from its own floor and the floors below
 FLOORS = [
     {"exceptions", "_version", "_utils", "_spaces", "_registry", "_config", "_options",
-     "_augment_spec",
+     "_augment_spec", "_value_checks",
      "examples"},
     {"data"},
     {"models"},

@@ -68,3 +68,119 @@ def test_list_settings_equal_their_yaml_round_trip():
     cfg = RunConfig(data=DataConfig(path="x.csv", transform=[], drop=["Time"], features="CD3"))
     again = RunConfig.from_yaml(cfg.to_yaml())
     assert again.data == cfg.data and cfg.data.transform == () and cfg.data.features == ("CD3",)
+
+
+def test_booleans_must_be_real_booleans():
+    """A quoted "false" in YAML is text, which Python would read as true."""
+    with pytest.raises(InvalidParameterError, match=r"data.dropna must be true or false; got "
+                                                    r"'false' \(a string\)\. Write it without "
+                                                    r"quotes \(dropna: false\)"):
+        RunConfig.from_yaml('data:\n  dropna: "false"\n')
+    with pytest.raises(InvalidParameterError, match=r"train.amp must be true or false; got "
+                                                    r"'maybe' \(a string\)"):
+        RunConfig.from_yaml("train:\n  amp: maybe\n")
+    with pytest.raises(InvalidParameterError, match=r"data.dropna must be true or false; got "
+                                                    r"'maybe'"):
+        apply_overrides(RunConfig(), ["data.dropna=maybe"])
+    with pytest.raises(InvalidParameterError, match=r"data.skip_bad must be true or false; "
+                                                    r"got 1 \(an int\)"):
+        DataConfig(skip_bad=1)
+    assert apply_overrides(RunConfig(), ["data.dropna=false"]).data.dropna is False
+    assert apply_overrides(RunConfig(), ["data.dropna=true"]).data.dropna is True
+    assert RunConfig.from_yaml("train:\n  channels_last: no\n").train.channels_last is False
+
+
+def test_text_settings_take_numbers_and_refuse_lists():
+    """YAML reads a column named 5 as an int (it becomes '5'); a list is refused by name
+    instead of failing deep in the loader with a TypeError."""
+    for text in ("data:\n  groups: [patient]\n", "data:\n  target: [label]\n"):
+        with pytest.raises(InvalidParameterError, match=r"data.(groups|target) must be a "
+                                                        r"column name \(a string\); got "
+                                                        r"\['(patient|label)'\] \(a list\)"):
+            RunConfig.from_yaml(text)
+    with pytest.raises(InvalidParameterError, match=r"data.groups must be a column name \(a "
+                                                    r"string\); got \['a', 'b'\] \(a list\)"):
+        apply_overrides(RunConfig(), ["data.groups=[a,b]"])
+    with pytest.raises(InvalidParameterError, match=r"data.path must be a file or folder path "
+                                                    r"\(a string\); got \['base.csv'\]"):
+        RunConfig.from_yaml("data:\n  path: [base.csv]\n")
+    with pytest.raises(InvalidParameterError, match=r"data.split_column must be a column name "
+                                                    r"\(a string\); got \{'a': 1\} "
+                                                    r"\(a mapping\)"):
+        DataConfig(split_column={"a": 1})
+    with pytest.raises(InvalidParameterError, match=r"train.device must be a string; got "
+                                                    r"\['cpu'\]"):
+        TrainConfig(device=["cpu"])
+    with pytest.raises(InvalidParameterError, match=r"data.features must be a list of column "
+                                                    r"names or globs \(strings\); got \['a'\]"):
+        DataConfig(features=[["a"]])
+    cfg = RunConfig.from_yaml("data:\n  groups: 5\n  features: [1, CD3]\n")
+    assert cfg.data.groups == "5" and cfg.data.features == ("1", "CD3")
+    assert apply_overrides(RunConfig(), ["data.target=5"]).data.target == "5"
+
+
+def test_a_section_must_be_a_mapping():
+    with pytest.raises(InvalidParameterError, match=r"train must be a mapping of settings "
+                                                    r"\(e.g. train: \{max_epochs: 20\}\); got "
+                                                    r"\[1, 2\] \(a list\)"):
+        RunConfig.from_yaml("train: [1, 2]\n")
+    with pytest.raises(InvalidParameterError, match=r"train must be a mapping of settings .*; "
+                                                    r"got 1 \(an int\)"):
+        apply_overrides(RunConfig(), ["train=1"])
+    with pytest.raises(InvalidParameterError, match=r"data.cofactors must be a mapping"):
+        RunConfig.from_yaml("data:\n  cofactors: 5\n")
+    assert RunConfig.from_yaml("train:\n") == RunConfig()  # an empty section: the defaults
+
+
+def test_cv_must_not_be_combined_with_a_split_column():
+    """The given split would win silently over the k folds asked for."""
+    with pytest.raises(InvalidParameterError, match=r"split.cv must not be combined with a "
+                                                    r"given split \(--split-column part\)"):
+        RunConfig(data=DataConfig(split_column="part"), split=SplitConfig(cv=3))
+    with pytest.raises(InvalidParameterError, match=r"split.cv must not be combined"):
+        apply_overrides(RunConfig(data=DataConfig(split_column="part")), ["split.cv=3"])
+    cfg = RunConfig(data=DataConfig(split_column="part"))
+    assert cfg.split.cv is None and cfg.data.split_column == "part"
+    assert RunConfig(split=SplitConfig(cv=3)).split.cv == 3
+
+
+def test_models_must_name_at_least_one_when_given():
+    from cellbench._options import merge_flags
+
+    for given in ([], ["", " "]):
+        with pytest.raises(InvalidParameterError, match=r"models must name at least one "
+                                                        r"model; got ''"):
+            merge_flags(RunConfig(), {"": {"models": given}})
+    with pytest.raises(InvalidParameterError, match=r"models must name at least one model"):
+        RunConfig.from_yaml('models: ","\n')
+    assert merge_flags(RunConfig(), {"": {}}).models == ()  # no -m: the default line-up
+    assert merge_flags(RunConfig(), {"": {"models": ["lda", "mlp"]}}).models == ("lda", "mlp")
+
+
+def test_a_model_spec_refuses_an_argument_given_twice():
+    from cellbench.models import parse_model
+
+    with pytest.raises(InvalidParameterError, match=r"model argument 'width' must be given "
+                                                    r"once in 'mlp\(width=64,width=32\)'"):
+        parse_model("mlp(width=64,width=32)")  # the last one used to win silently
+    assert parse_model("a=mlp(width=64,depth=1)").kwargs == {"width": 64, "depth": 1}
+
+
+def test_model_arguments_of_the_wrong_kind_are_named():
+    """``dropout=abc`` is named like ``width=abc`` is, not shown as an internal TypeError."""
+    from cellbench.models import create_model, parse_model, parse_models
+
+    with pytest.raises(InvalidParameterError, match=r"settings in 'mlp\(dropout=abc\)': "
+                                                    r"dropout must be a number; got 'abc' "
+                                                    r"\(a string\)"):
+        parse_model("mlp(dropout=abc)")
+    with pytest.raises(InvalidParameterError, match=r"batchnorm must be true or false"):
+        parse_model("mlp(batchnorm=maybe)")
+    with pytest.raises(InvalidParameterError, match=r"learning_rate must be a number; got "
+                                                    r"'fast'"):
+        create_model("lightgbm", n_classes=3, learning_rate="fast")  # the Python API too
+    with pytest.raises(InvalidParameterError, match=r"models must name at least one model; "
+                                                    r"got ','"):
+        parse_models([","])
+    assert parse_model("mlp(dropout=0.5,width=8)").kwargs == {"dropout": 0.5, "width": 8}
+    assert parse_model("cnn1d-seed(dropout=0.5/0.9)").kwargs == {"dropout": [0.5, 0.9]}

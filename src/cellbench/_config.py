@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,15 @@ import yaml
 
 from ._augment_spec import parse_augment
 from ._utils import did_you_mean, split_top_level
+from ._value_checks import (
+    as_tuple,
+    check_bools,
+    check_names,
+    check_texts,
+    is_bool,
+    kind_of,
+    raise_all,
+)
 from .exceptions import InvalidParameterError
 
 __all__ = [
@@ -38,28 +48,6 @@ __all__ = [
 
 TRANSFORMS = ("arcsinh", "standardize", "quantile", "sample-standardize", "sample-quantile")
 CYTOMETRY_COFACTORS = {"mass": 5.0, "flow": 150.0}
-
-
-def _raise_all(owner: str, problems: list[str]) -> None:
-    if problems:
-        if len(problems) == 1:
-            raise InvalidParameterError(problems[0])
-        raise InvalidParameterError(
-            f"{owner} has {len(problems)} invalid settings:\n  - " + "\n  - ".join(problems)
-        )
-
-
-def _as_tuple(value: Any, name: str = "a list setting") -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(split_top_level(value))
-    if isinstance(value, (int, float)):  # --set data.exclude_labels=0 (YAML reads a number)
-        return (str(value),)
-    if isinstance(value, Mapping):
-        raise InvalidParameterError(f"{name} must be a list or comma-separated text; got a "
-                                    f"mapping {dict(value)!r}.")
-    return tuple(value)
 
 
 def _as_float(value: str) -> float | str:
@@ -96,9 +84,23 @@ class _Base:
             f = fields[key]
             sub = _SECTIONS.get(key) if cls is RunConfig else None
             if sub is not None:
+                if value is not None and not isinstance(value, Mapping):
+                    raise InvalidParameterError(
+                        f"{key} must be a mapping of settings (e.g. {key}: "
+                        f"{_SECTION_EXAMPLES[key]}); got {value!r} ({kind_of(value)}) in "
+                        f"{where}. Give its settings as name: value pairs, or set one with "
+                        f"--set {key}.NAME=VALUE."
+                    )
                 kwargs[key] = sub.from_dict(value, f"{where}.{key}")
+            elif cls is RunConfig and key == "models" and isinstance(value, str) \
+                    and not split_top_level(value):
+                raise InvalidParameterError(
+                    f"models must name at least one model; got {value!r} in {where}. Name "
+                    "them, e.g. models: [lda, mlp], or leave models out for the default "
+                    "line-up."
+                )
             elif isinstance(f.default, tuple):
-                kwargs[key] = _as_tuple(value, f"{where}.{key}")
+                kwargs[key] = as_tuple(value, f"{where}.{key}")
             elif isinstance(value, str) and "float" in str(f.type):
                 kwargs[key] = _as_float(value)
             else:
@@ -153,11 +155,30 @@ class DataConfig(_Base):
         # settings compare equal (a rerun reuses its run directory)
         for name in ("features", "drop", "exclude_labels", "transform"):
             value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, (value,))
-            elif isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        problems = []
+            if isinstance(value, (str, numbers.Real)) and not is_bool(value):
+                object.__setattr__(self, name, (str(value),))
+            elif isinstance(value, Iterable) and not isinstance(value, (tuple, Mapping)):
+                object.__setattr__(self, name, tuple(value))  # a list, an array, a set
+        if self.cofactors is None:
+            object.__setattr__(self, "cofactors", {})
+        problems: list[str] = []
+        column = "a column name (a string)"
+        check_texts(self, "data", {"path": "a file or folder path (a string)",
+                                    "sample_sheet": "a CSV file path (a string)"},
+                     problems, paths=True)
+        check_texts(self, "data", {"target": column, "groups": column, "split_column": column,
+                                    "cytometry": "'mass' or 'flow'",
+                                    "group_regex": "a regular expression (a string)",
+                                    "image_norm": "standardize, unit or none"}, problems)
+        check_names(self, "data", {"features": "column names or globs (strings)",
+                                    "drop": "column names or globs (strings)",
+                                    "exclude_labels": "labels (strings)",
+                                    "transform": "transform names (strings)"}, problems)
+        check_bools(self, "data", ("dropna", "skip_bad"), problems)
+        if not isinstance(self.cofactors, Mapping):
+            problems.append(f"data.cofactors must be a mapping channel -> cofactor (e.g. "
+                            f"{{CD3: 150}}); got {self.cofactors!r} ({kind_of(self.cofactors)}).")
+        raise_all("data", problems)  # the checks below need the right types
         if self.image_norm not in ("standardize", "unit", "none"):
             problems.append(f"data.image_norm must be standardize, unit or none; got "
                             f"{self.image_norm!r}.")
@@ -178,12 +199,16 @@ class DataConfig(_Base):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 problems.append(f"arcsinh cofactor for {name!r} must be a number > 0; "
                                 f"got {value!r}.")
+        if not (isinstance(self.subsample_seed, int) and not is_bool(self.subsample_seed)
+                and self.subsample_seed >= 0):
+            problems.append(f"data.subsample_seed must be an int >= 0; got "
+                            f"{self.subsample_seed!r}.")
         if self.cells_per_sample is not None and (
                 isinstance(self.cells_per_sample, bool)
                 or not isinstance(self.cells_per_sample, int) or self.cells_per_sample < 1):
             problems.append(f"data.cells_per_sample must be an int >= 1 (cells drawn from "
                             f"each sample) or None; got {self.cells_per_sample!r}.")
-        _raise_all("data", problems)
+        raise_all("data", problems)
 
     def arcsinh_cofactor(self) -> float:
         """The cofactor for channels without their own: explicit, by cytometry kind, or 5."""
@@ -213,9 +238,7 @@ class SplitConfig(_Base):
         elif self.repeats > 1 and self.cv is None:
             problems.append(f"split.repeats needs k-fold CV; got repeats {self.repeats} "
                             "without cv. Pass --cv K as well (e.g. --cv 5 --repeats 3).")
-        if not isinstance(self.within_groups, bool):
-            problems.append(f"split.within_groups must be true or false; got "
-                            f"{self.within_groups!r}.")
+        check_bools(self, "split", ("within_groups",), problems)
         for name in ("val_size", "test_size"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
@@ -225,7 +248,7 @@ class SplitConfig(_Base):
                 f"split.val_size + split.test_size must leave at least 10% for training; got "
                 f"{self.val_size} + {self.test_size}."
             )
-        _raise_all("split", problems)
+        raise_all("split", problems)
 
 
 OPTIMIZER_NAMES = ("sgd", "asgd", "adam", "adamw", "rmsprop")
@@ -276,7 +299,12 @@ class TrainConfig(_Base):
                 if not (k in LATER_TRAIN_SETTINGS and v == LATER_TRAIN_SETTINGS[k])}
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[str] = []
+        check_texts(self, "train", {name: "a string" for name in (
+            "model", "optimizer", "scheduler", "monitor", "sampler", "device", "augment",
+            "tta")}, problems)
+        check_bools(self, "train", ("amp", "channels_last"), problems)
+        raise_all("train", problems)  # the checks below need the right types
 
         def check(ok: bool, msg: str) -> None:
             if not ok:
@@ -345,7 +373,7 @@ class TrainConfig(_Base):
         for name in ("model_kwargs", "optimizer_kwargs", "scheduler_kwargs"):
             check(isinstance(getattr(self, name), Mapping),
                   f"train.{name} must be a mapping; got {getattr(self, name)!r}.")
-        _raise_all("train", problems)
+        raise_all("train", problems)
 
 
 @dataclass(frozen=True)
@@ -365,8 +393,21 @@ class RunConfig(_Base):
     ray: str | None = None  # run the units on a Ray cluster: auto, local or host:port
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (isinstance(self.seeds, int) and self.seeds >= 1):
+        problems: list[str] = []
+        if not isinstance(self.models, tuple):  # text "lda,mlp", a list, None
+            object.__setattr__(self, "models", as_tuple(self.models, "models"))
+        check_names(self, "", {"models": "model specs (strings)"}, problems)
+        check_texts(self, "", {"reference": "a model name (a string)",
+                                      "test_unit": "auto, groups, runs or cells"}, problems)
+        raise_all("config", problems)  # the checks below need the right types
+        if isinstance(self.data, DataConfig) and isinstance(self.split, SplitConfig) \
+                and self.data.split_column and self.split.cv is not None:
+            problems.append(
+                f"split.cv must not be combined with a given split (--split-column "
+                f"{self.data.split_column}); got cv {self.split.cv!r}, and the split column "
+                "already fixes every part. Drop --cv (or set split.cv: null) to use the "
+                "given split, or drop --split-column for k-fold cross-validation.")
+        if not (isinstance(self.seeds, int) and not is_bool(self.seeds) and self.seeds >= 1):
             problems.append(f"seeds must be an int >= 1; got {self.seeds!r}.")
         if self.test_unit not in ("auto", "groups", "runs", "cells"):
             problems.append(f"test_unit must be auto, groups, runs or cells; got "
@@ -385,7 +426,7 @@ class RunConfig(_Base):
         if not (isinstance(self.min_effect, (int, float)) and 0 < self.min_effect < 1):
             problems.append(f"min_effect must be a fraction in (0, 1); got "
                             f"{self.min_effect!r}.")
-        _raise_all("config", problems)
+        raise_all("config", problems)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -404,6 +445,9 @@ class RunConfig(_Base):
             )
         return cls.from_dict(data, where=where)
 
+
+_SECTION_EXAMPLES = {"data": "{target: label}", "split": "{cv: 5}",
+                     "train": "{max_epochs: 20}"}
 
 _SECTIONS: dict[str, type[_Base]] = {
     "data": DataConfig,

@@ -20,6 +20,7 @@ import typer
 
 from ._config import RunConfig
 from ._utils import split_top_level
+from .exceptions import InvalidParameterError
 
 __all__ = ["DATA", "RUN", "SPLIT", "TRAIN", "Section", "merge_flags", "with_options"]
 
@@ -171,6 +172,14 @@ def with_options(*sections: Section) -> Callable[[Callable], Callable]:
 
 def merge_flags(cfg: RunConfig, flags: Flags, path: str | Path | None = None) -> RunConfig:
     """``cfg`` with the given options applied (and ``path`` as the data path)."""
+    models = flags.get("", {}).get("models")
+    if isinstance(models, str):
+        models = split_top_level(models)
+    if models is not None and not [m for m in models if str(m).strip()]:
+        # `-m ""` or `-m ,`: leaving -m out means the default line-up, naming none is a slip
+        raise InvalidParameterError(
+            "models must name at least one model; got ''. Name them, e.g. -m lda,mlp, or "
+            "leave -m out for the default line-up.")
     raw = cfg.to_dict()
     if path is not None:
         raw["data"]["path"] = str(path)

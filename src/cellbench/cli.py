@@ -328,12 +328,19 @@ def tune(
             if not space.is_file():
                 raise InvalidParameterError(f"--space must be a YAML file; got {str(space)!r}, "
                                             "which does not exist.")
-            overrides = yaml.safe_load(space.read_text(encoding="utf-8")) or {}
+            try:
+                overrides = yaml.safe_load(space.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise InvalidParameterError(
+                    f"--space {str(space)!r} must be a readable YAML file; it is not "
+                    f"({' '.join(str(exc).split())}). Fix the file.") from None
+            overrides = {} if overrides is None else overrides
         return cfg, settings, overrides
 
     cfg, settings, overrides = _run(build)
+    where = "search space override" if space is None else f"--space {str(space)!r}"
     show_tune(_run(run_tune, cfg, settings, out, space_overrides=overrides,
-                   observer=_observer(quiet)), console)
+                   space_source=where, observer=_observer(quiet)), console)
 
 
 @app.command("tune-worker")
@@ -371,7 +378,8 @@ def report(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A model.pt written by train or compare.")],
+    model: Annotated[Path, typer.Argument(help="A model.pt written by train or compare, "
+                                         "or the train run folder holding it.")],
     data: Annotated[str, typer.Argument(help="Table, FCS file or folder, .h5ad, image, "
                                         "folder of images or .npz.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV to write (default: "
@@ -398,14 +406,14 @@ def list_models(
     from rich.table import Table
 
     from .models import MODELS
+    from .models.choice import matching_models
 
+    names = _run(matching_models, pattern, kind)
     table = Table(title="cellbench models")
     for col in ("name", "input", "family", "description", "tunable"):
         table.add_column(col)
-    for name in MODELS.list(pattern):
+    for name in names:
         spec = MODELS.get(name)
-        if kind and spec.input_kind not in (kind, "any"):
-            continue
         # literal text: the install hint "pip install 'cellbench[xgboost]'" is not markup
         table.add_row(*(escape(text) for text in (
             name, spec.input_kind, spec.family, spec.summary.replace("``", ""),
@@ -414,8 +422,6 @@ def list_models(
 
 
 def _parse_shape(text: str) -> list[int]:
-    from .exceptions import InvalidParameterError
-
     parts = [p for p in text.lower().replace("×", "x").replace(",", "x").split("x") if p]
     try:
         shape = [int(p) for p in parts]
@@ -441,19 +447,34 @@ def summary(
     from rich.table import Table
 
     from .models import MODELS, create_model, parse_models
-    from .models.summary import summarize
+    from .models.summary import check_summary_input, input_too_small, summarize
 
     def build() -> Any:
         choice = parse_models([model])[0]
         shape = _parse_shape(input)
         spec = MODELS.get(choice.name)
         if spec.family != "nn":
-            raise CellbenchError(f"summary needs a network; {choice.name!r} is a "
-                                 f"{spec.family} model.")
+            raise InvalidParameterError(
+                f"summary's model must be a network (family nn); got {choice.name!r}, a "
+                f"{spec.family} model. Pick a network from `cellbench models`.")
+        check_summary_input(choice.name, spec.input_kind, shape, input)
         kwargs = ({"in_chans": shape[0], "img_size": (shape[1], shape[2])} if len(shape) == 3
                   else {"n_features": shape[0]})
-        return choice, shape, summarize(create_model(choice.name, n_classes=classes, **kwargs,
-                                                     **choice.kwargs), shape)
+
+        def create(**size: Any) -> Any:
+            return create_model(choice.name, n_classes=classes, **{**kwargs, **size},
+                                **choice.kwargs)
+
+        try:
+            return choice, shape, summarize(create(), shape)
+        except CellbenchError:
+            raise
+        except Exception as exc:  # the model's layers refuse the input's shape
+            input_too_small(choice.label, create, shape, exc)
+            raise InvalidParameterError(
+                f"model {choice.label!r} must take an input of {input!r}; running it failed "
+                f"({type(exc).__name__}: {exc}). Try another --input."
+            ) from exc
 
     choice, shape, result = _run(build)
     table = Table(title=f"{escape(choice.label)}, input {'x'.join(map(str, shape))}, "

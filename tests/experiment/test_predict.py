@@ -165,9 +165,45 @@ def test_an_h5ad_is_copied_with_its_predictions_and_left_unchanged(model, tmp_pa
     again = run_predict(model, tmp_path / "out.h5ad", tmp_path / "again.h5ad")  # replaced
     assert ad.read_h5ad(tmp_path / "again.h5ad").obs.columns.tolist().count(
         "cellbench_predicted") == 1 and again.n_rows == 300
-    with pytest.raises(RunDirectoryError, match="must differ from the input"):
+    with pytest.raises(RunDirectoryError, match="must not be the input data"):
         run_predict(model, data, data)
     tiny_table.to_csv(tmp_path / "cells.csv", index=False)
     with pytest.raises(DataError, match=r"must be a CSV unless the data is an \.h5ad file"):
         run_predict(model, tmp_path / "cells.csv", tmp_path / "x.h5ad")
     assert _digest(data) == before
+
+
+class _NotData:
+    """A pickled object: torch.load(weights_only=True) refuses it."""
+
+
+def test_a_train_run_folder_stands_for_its_model_and_bad_files_are_named_safely(model,
+                                                                                 tmp_path,
+                                                                                 tiny_table):
+    import torch
+
+    tiny_table.to_csv(tmp_path / "cells.csv", index=False)
+    by_file = run_predict(model, tmp_path / "cells.csv", tmp_path / "a.csv")
+    by_run = run_predict(model.parent, tmp_path / "cells.csv", tmp_path / "b.csv")
+    _same(pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv"))
+    assert by_run.n_rows == by_file.n_rows == len(tiny_table)
+
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(RunDirectoryError, match=r"must be a model\.pt file or a run directory "
+                                                r"holding one; got the folder"):
+        run_predict(tmp_path / "empty_run", tmp_path / "cells.csv", tmp_path / "c.csv")
+    torch.save({"format": _NotData()}, tmp_path / "pickled.pt")
+    with pytest.raises(RunDirectoryError, match="must be a cellbench checkpoint") as err:
+        run_predict(tmp_path / "pickled.pt", tmp_path / "cells.csv", tmp_path / "c.csv")
+    assert "never loaded (they could run code)" in str(err.value)
+    assert "weights_only" not in str(err.value)  # never PyTorch's advice to load unsafely
+
+
+def test_out_is_a_new_csv_never_the_input(model, tmp_path, tiny_table):
+    tiny_table.to_csv(tmp_path / "cells.csv", index=False)
+    before = _digest(tmp_path / "cells.csv")
+    with pytest.raises(RunDirectoryError, match="must not be the input data"):
+        run_predict(model, tmp_path / "cells.csv", tmp_path / "cells.csv")
+    with pytest.raises(DataError, match=r"must end in \.csv .*got '\.parquet'"):
+        run_predict(model, tmp_path / "cells.csv", tmp_path / "p.parquet")
+    assert _digest(tmp_path / "cells.csv") == before and not (tmp_path / "p.parquet").exists()

@@ -197,6 +197,13 @@ def complete_rows(frame: pd.DataFrame, X: np.ndarray, feature_cols: list[str], t
     if bad_group.any():
         message += (f" Group column {group_col!r} is empty in {int(bad_group.sum())} rows "
                     f"(first at row {rows[np.argmax(bad_group)] + 1}).")
+    texts = [c for c, bad in ((target, bad_label), (group_col, bad_group))
+             if c and bad.any() and not pd.api.types.is_numeric_dtype(frame[c])]
+    if texts:  # a class called "None" or "NA" is read as missing by the CSV reader
+        message += (f" A value written NA, N/A, None, null or NaN in {format_list(texts)} is "
+                    "read as missing: if one of those names a class or group, rename it "
+                    "(e.g. to 'none').")
+    message = message.strip()
     if not dropna:
         raise DataError(message + f" Pass --dropna (dropna=True) to drop the "
                         f"{int(bad_rows.sum())} affected rows, or fill them first.")

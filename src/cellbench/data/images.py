@@ -57,8 +57,13 @@ def is_image_source(path: str | Path) -> bool:
     return False
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """One image as ``(C, H, W)``: uint8, uint16 or float32, as stored."""
+SKIP_BAD_FIX = "Replace or remove it, or pass --skip-bad."
+PREDICT_FIX = "Replace or remove it: predict scores every image it is given."
+
+
+def read_image(path: str | Path, fix: str = SKIP_BAD_FIX) -> np.ndarray:
+    """One image as ``(C, H, W)``: uint8, uint16 or float32, as stored (``fix``: the advice
+    an unreadable file's error ends with)."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -88,7 +93,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except Exception as exc:  # Pillow and tifffile raise many types on damaged files
         raise DataError(
             f"image file {str(path)!r} must be a readable PNG/JPEG/TIFF/BMP image; reading failed "
-            f"({type(exc).__name__}: {exc}). Replace or remove it, or pass --skip-bad."
+            f"({type(exc).__name__}: {exc}). {fix}"
         ) from exc
     if data.dtype == np.int32 and data.min() >= 0 and data.max() < 2**16:
         data = data.astype(np.uint16)  # Pillow opens some 16-bit files as 32-bit ints
@@ -161,7 +166,7 @@ def _describe_shapes(shapes: dict[tuple, list[str]], what: str) -> str:
 
 
 def _read_all(entries: list[tuple[Path, str, Any]], resize: int | None,
-              skip_bad: bool) -> tuple[np.ndarray, np.ndarray]:
+              skip_bad: bool, fix: str = SKIP_BAD_FIX) -> tuple[np.ndarray, np.ndarray]:
     """Decode every file into one preallocated array; returns (images, kept-row mask)."""
     n = len(entries)
     images: np.ndarray | None = None
@@ -172,7 +177,7 @@ def _read_all(entries: list[tuple[Path, str, Any]], resize: int | None,
     bad: list[str] = []
     for i, (path, _, _) in enumerate(entries):
         try:
-            img = read_image(path)
+            img = read_image(path, fix)
         except DataError:
             if not skip_bad:
                 raise
@@ -408,7 +413,7 @@ def iter_images_for_prediction(source: str | Path, resize: int | None = None,
     file and an .npz come as one piece."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        images = read_image(path)[None]
+        images = read_image(path, PREDICT_FIX)[None]
         if resize is not None:
             images = resize_images(images, resize)
         yield images, [path.name], None
@@ -426,6 +431,6 @@ def iter_images_for_prediction(source: str | Path, resize: int | None = None,
     step = chunk or len(entries)
     for start in range(0, len(entries), step):
         part = entries[start:start + step]
-        images, _ = _read_all(part, resize, skip_bad=False)
+        images, _ = _read_all(part, resize, skip_bad=False, fix=PREDICT_FIX)
         yield (images, [str(e[0].relative_to(path)) for e in part],
                [e[1] for e in part] if labelled else None)

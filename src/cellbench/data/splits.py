@@ -62,16 +62,23 @@ def make_splits(ds: Dataset, cfg: SplitConfig) -> list[Split]:
     ``r<i>-fold<k>`` when repeated), or one holdout; with ``cfg.within_groups`` these are
     made inside each group (named ``<group>-fold<k>``)."""
     if ds.split is not None:
-        if cfg.within_groups or cfg.repeats > 1:
+        if cfg.within_groups or cfg.repeats > 1 or cfg.cv:
             raise InvalidParameterError(
-                "--within-groups and --repeats must not be combined with a given split "
-                "(--split-column); the split column already fixes every part. Drop one.")
+                "--cv, --within-groups and --repeats must not be combined with a given split "
+                "(--split-column, or the train/val/test parts of an .npz); the given split "
+                f"already fixes every part (got {_given_conflict(cfg)}). Drop one.")
         return [given_split(ds, cfg)]
     if cfg.within_groups:
         return _within_groups(ds, cfg)
     splits = _splits(ds.y, ds.groups, cfg, ds.classes)
     release_free_memory()  # the grouping's transients
     return splits
+
+
+def _given_conflict(cfg: SplitConfig) -> str:
+    return ", ".join(text for on, text in ((cfg.cv, f"--cv {cfg.cv}"),
+                                          (cfg.within_groups, "--within-groups"),
+                                          (cfg.repeats > 1, f"--repeats {cfg.repeats}")) if on)
 
 
 def _splits(y: np.ndarray, groups: np.ndarray | None, cfg: SplitConfig, classes: list | None,

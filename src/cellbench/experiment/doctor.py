@@ -94,7 +94,7 @@ def run_doctor(cfg: RunConfig, out: str | Path | None = None, *,
     except DataError as exc:  # no model can be trained: say why from the data alone
         return _untrainable(cfg, ds, setting, run_dir, exc, budget)
     data = data_summary(ds, splits, split_issues(ds, splits))
-    with open_run_dir(run_dir, cfg, data):  # one job at a time in a run directory
+    with open_run_dir(run_dir, cfg, data, job="doctor"):  # one job at a time in a run directory
         observer.started([*setup_lines(ds.describe(), splits, ds.group_name, run_dir),
                           ("your setting", setting.user.spec)])
         job = _Job(cfg, ds, splits, setting, run_dir, Budget(budget), observer)
@@ -132,7 +132,7 @@ def _untrainable(cfg: RunConfig, ds: Dataset, setting: Setting, run_dir: Path,
         not_run=[{"what": "every model", "why": f"the data cannot be split for training: "
                   f"{exc}"}], unit="images" if ds.kind == "image" else "cells",
         run_dir=run_dir)
-    with open_run_dir(run_dir, cfg, data):
+    with open_run_dir(run_dir, cfg, data, job="doctor"):
         results.write(run_dir)
     return results
 

@@ -36,6 +36,7 @@ from ..data.splits import Split, repeat_of
 from ..evaluate.compare import Run
 from ..evaluate.metrics import METRICS, evaluate_predictions
 from ..evaluate.results import Metrics, ModelResult, Spread, UnitResult, UnitSummary
+from ..exceptions import CellbenchError, RunDirectoryError
 from ..models import MODELS, ModelChoice, uses_validation
 from ..report.observer import SILENT, Observer
 from ..report.plots import plot_confusion, plot_curves
@@ -44,7 +45,8 @@ from .parallel import run_parallel
 
 PREDICT_ROWS = 1 << 14  # test and validation rows predicted at a time: few MB of temporaries
 
-__all__ = ["Display", "Unit", "plan_units", "pool", "run_grid", "run_unit", "runs_of"]
+__all__ = ["Display", "Unit", "check_no_stale_units", "plan_units", "pool", "run_grid",
+           "run_unit", "runs_of"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,44 @@ def _evaluate(ds: Dataset, index: np.ndarray, proba: np.ndarray) -> Metrics | No
     groups = None if ds.groups is None else ds.groups[index]
     return Metrics.from_dict(evaluate_predictions(ds.y[index], proba, ds.classes,
                                                   groups=groups))
+
+
+def check_no_stale_units(units: Sequence[Unit], run_dir: Path) -> None:
+    """Refuse a rerun whose settings differ from those of finished units it would overwrite
+    (a changed ``--max-epochs``, say); a new model or split is no conflict.
+
+    Raises
+    ------
+    RunDirectoryError
+        Naming the first such unit and the settings that differ.
+    """
+    for unit in units:
+        if not (unit.path / UnitResult.FILE).is_file():
+            continue
+        try:
+            saved = UnitResult.read(unit.path)
+        except CellbenchError:  # unreadable: it is rerun, nothing of value is lost
+            continue
+        if saved.failed is None and saved.ident != unit.ident:
+            where = unit.path.relative_to(run_dir).as_posix()
+            raise RunDirectoryError(
+                f"run directory {str(run_dir)!r} must hold units trained with this run's "
+                f"settings to continue it; {where} was trained with "
+                f"{_ident_changes(saved.ident, unit.ident)}, and would be overwritten. Pass a "
+                "new --out, or rerun with the saved settings (config.yaml there).")
+
+
+def _ident_changes(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    old, new = flat(saved), flat(now)
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k.removeprefix('train.')} {old.get(k)!r} (now {new.get(k)!r})"
+                     for k in keys[:3]) + (" ..." if len(keys) > 3 else "")
 
 
 def _reusable(unit: Unit) -> UnitResult | None:

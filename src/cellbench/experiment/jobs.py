@@ -40,7 +40,7 @@ from ..report.observer import SILENT, Observer, setup_lines
 from ..report.plots import plot_comparison, plot_effects
 from ..train.trainer import check_model, resume_epoch
 from .ablation import ablation_rows, design, parse_factors
-from .grid import Unit, plan_units, pool, run_grid, run_unit, runs_of
+from .grid import Unit, check_no_stale_units, plan_units, pool, run_grid, run_unit, runs_of
 from .inputs import data_summary, load_dataset, split_issues
 from .rundir import check_run_dir, machine_info, open_run_dir
 
@@ -131,7 +131,8 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *,
             "rows.")
     data = data_summary(ds, splits, split_issues(ds, splits))
     check_before_running(cfg, choices, ds)
-    with open_run_dir(run_dir, cfg, data):
+    check_no_stale_units(plan_units(cfg, choices, splits, run_dir), run_dir)
+    with open_run_dir(run_dir, cfg, data, job=job):
         observer.started(setup_lines(ds.describe(), splits, ds.group_name, run_dir,
                                      cfg.split.within_groups))
         started = time.perf_counter()
@@ -169,7 +170,7 @@ def run_train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = F
     data = data_summary(ds, [split], split_issues(ds, [split], name_parts=False))
     choice = ModelChoice(cfg.train.model, cfg.train.model)
     check_before_running(cfg, [choice], ds)
-    with open_run_dir(run_dir, cfg, data):
+    with open_run_dir(run_dir, cfg, data, job="train"):
         observer.started(setup_lines(ds.describe(), [split], ds.group_name, run_dir))
         if resume and (run_dir / TrainResults.FILE).is_file():
             finished = TrainResults.read(run_dir)

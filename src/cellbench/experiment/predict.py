@@ -330,20 +330,32 @@ def _predict_table(fm: FittedModel, data: Path, out: Path | None, *, dropna: boo
 
 
 def _check_out(out: Path | None, data: Path) -> None:
+    """``out`` is a new CSV (or, for an ``.h5ad`` input, a new ``.h5ad``), never the input
+    nor a file inside an input folder."""
     if out is None:
         return
     if out.is_dir():
         raise RunDirectoryError(f"--out {str(out)!r} must be a file path for the CSV; it is a "
                                 "folder. Pass e.g. --out predictions.csv.")
-    if out.suffix.lower() != ".h5ad":
+    h5ad = out.suffix.lower() == ".h5ad"
+    example = "predicted.h5ad" if h5ad else "predictions.csv"
+    if out.exists() and data.exists() and (
+            out.resolve() == data.resolve()
+            or (data.is_dir() and data.resolve() in out.resolve().parents)):
+        raise RunDirectoryError(f"--out {str(out)!r} must not be the input data or inside "
+                                f"its folder ({str(data)!r}): the input is never modified. "
+                                f"Pass e.g. --out {example}.")
+    if h5ad:
+        if data.suffix.lower() != ".h5ad" or data.is_dir():
+            raise DataError(f"--out {str(out)!r} must be a CSV unless the data is an .h5ad "
+                            f"file (then it may be a copy of it with the predictions); the "
+                            f"data is {str(data)!r}. Pass e.g. --out predictions.csv.")
         return
-    if data.suffix.lower() != ".h5ad" or data.is_dir():
-        raise DataError(f"--out {str(out)!r} must be a CSV unless the data is an .h5ad file "
-                        f"(then it may be a copy of it with the predictions); the data is "
-                        f"{str(data)!r}. Pass e.g. --out predictions.csv.")
-    if out.exists() and out.resolve() == data.resolve():
-        raise RunDirectoryError(f"--out {str(out)!r} must differ from the input: the input is "
-                                "never modified. Pass e.g. --out predicted.h5ad.")
+    if out.suffix.lower() != ".csv":
+        also = "; or .h5ad for a copy of the .h5ad input" if data.suffix.lower() == ".h5ad" else ""
+        raise DataError(f"--out {str(out)!r} must end in .csv (predictions are written as "
+                        f"CSV{also}); got {out.suffix or 'no suffix'!r}. Pass e.g. --out "
+                        f"{example}.")
 
 
 def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None = None, *,

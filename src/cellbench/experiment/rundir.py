@@ -7,6 +7,7 @@ half-written file and a rerun with the same ``--out`` reuses what finished.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -23,7 +24,8 @@ from .._version import __version__
 from ..evaluate.results import DataSummary
 from ..exceptions import RunDirectoryError
 
-__all__ = ["RunDirectory", "check_run_dir", "invocation", "machine_info", "open_run_dir"]
+__all__ = ["RunDirectory", "check_run_dir", "invocation", "machine_info", "open_run_dir",
+           "run_kind"]
 
 LOCK_FILE = ".lock"  # held (flock) by the one process running a job in the directory
 
@@ -65,11 +67,24 @@ def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool)
                 f"run directory {str(path)!r} must be new; it already holds a run. Pass a new "
                 "--out, or --resume to continue it."
             )
+        held = run_kind(path)
+        if held is not None and held != job:  # another job's files would be mixed in
+            raise RunDirectoryError(
+                f"run directory {str(path)!r} must hold a {job} run for `cellbench {job}` to "
+                f"continue it; it holds a {held} run. Pass a new --out."
+            )
         old = RunConfig.from_yaml(saved_cfg.read_text(encoding="utf-8"), str(saved_cfg))
         if old.data != cfg.data or old.split != cfg.split:
             raise RunDirectoryError(
                 f"run directory {str(path)!r} holds a run on different data or splits; its "
                 "finished results cannot be reused. Pass a new --out."
+            )
+        if job == "tune" and old.train.model != cfg.train.model:
+            raise RunDirectoryError(
+                f"run directory {str(path)!r} must hold a tuning of {cfg.train.model!r} to "
+                f"continue it; it holds one of {old.train.model!r}, whose results this run "
+                "would overwrite. Pass a new --out (without --out, each model gets its own "
+                "folder)."
             )
     elif path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunDirectoryError(
@@ -78,6 +93,30 @@ def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool)
         )
     _check_writable(path)
     return path
+
+
+def run_kind(path: Path) -> str | None:
+    """The job that made run directory ``path``: ``run.json``'s ``job``, else what its files
+    say (runs made before ``run.json`` named the job); None when nothing tells."""
+    record = _json_object(path / "run.json")
+    if record.get("job"):
+        return str(record["job"])
+    if (path / "doctor.json").is_file():
+        return "doctor"
+    if (path / "tune_results.json").is_file() or (path / "space.yaml").is_file():
+        return "tune"
+    if (path / "metrics.json").is_file() or (path / "checkpoints").is_dir():
+        return "train"
+    job = _json_object(path / "results.json").get("job")
+    return str(job) if job else None
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _check_writable(path: Path) -> None:
@@ -149,16 +188,16 @@ def _lock(path: Path) -> IO[str] | None:
 
 
 def open_run_dir(path: Path, cfg: RunConfig, data: DataSummary | None = None, *,
-                 lock: bool = True) -> RunDirectory:
+                 lock: bool = True, job: str | None = None) -> RunDirectory:
     """Create the run directory (after the data loaded and every check passed), lock it
     (``lock``: one job at a time; ``tune`` shares its directory between workers), and write
-    ``config.yaml``, ``run.json`` (the command) and ``data.json``."""
+    ``config.yaml``, ``run.json`` (the job and the command) and ``data.json``."""
     made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         opened = RunDirectory(path, _lock(path) if lock else None)
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
-        atomic_write_json(path / "run.json", invocation())
+        atomic_write_json(path / "run.json", {**({"job": job} if job else {}), **invocation()})
         if data is not None:
             atomic_write_json(path / "data.json", data.to_dict())
     except OSError as exc:

@@ -37,6 +37,7 @@ from ..tune.optimize import history_plot, optimize
 from ..tune.study import (
     TuneSettings,
     best_config,
+    check_space,
     importances,
     make_objective,
     make_storage,
@@ -89,20 +90,24 @@ def default_out(cfg: RunConfig) -> Path:
 
 def run_tune(cfg: RunConfig, settings: TuneSettings, out: str | Path | None = None, *,
              space_overrides: dict[str, Any] | None = None,
+             space_source: str = "search space override",
              observer: Observer = SILENT) -> TuneResults:
     """Tune ``cfg.train.model``, then retrain the best configuration with several seeds and
-    test it once, beside the default configuration."""
+    test it once, beside the default configuration. ``space_source`` names the overrides in
+    messages (the command line passes ``--space 'space.yaml'``)."""
     spec = MODELS.get(cfg.train.model)
-    space = search_space(spec.name, space_overrides)
+    space = search_space(spec.name, space_overrides, where=space_source)
     run_dir = check_run_dir(out or default_out(cfg), "tune", cfg, reuse=True)
     ds = load_dataset(cfg.data)
     outer, inner = _splits(ds, cfg)
     check_model(ds, cfg.train)  # arguments and device, before the run directory exists
+    # every value a trial can draw, before the first trial (and the run directory)
+    check_space(ds, cfg.train, space, space_overrides, where=space_source)
     # a database is reached before the run directory is made (a journal lives inside it)
     storage = make_storage(settings.storage, None, settings) if settings.storage else None
     open_run_dir(run_dir, cfg, data_summary(ds, [outer], split_issues(ds, [outer],
                                                                   name_parts=False)),
-                 lock=False)  # workers share the directory (and the study in it)
+                 lock=False, job="tune")  # workers share the directory (and the study in it)
     atomic_write_text(run_dir / "space.yaml", yaml.safe_dump(space_to_dict(space),
                                                              sort_keys=False))
     objective_text = (f"validation {settings.metric} of {spec.name}, "

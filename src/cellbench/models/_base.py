@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,11 +14,12 @@ from torch import nn
 
 from .._registry import ModelSpec, Registry
 from .._spaces import Dist
+from .._value_checks import kind_of
 from ..exceptions import InvalidParameterError
 
-__all__ = ["CONTEXT_ARGS", "MODELS", "BaseModel", "apply_init", "class_weight_vector",
-           "count_parameters", "create_model", "image_input", "model_arguments",
-           "register_model", "uses_validation"]
+__all__ = ["CONTEXT_ARGS", "MODELS", "BaseModel", "apply_init", "check_argument_types",
+           "class_weight_vector", "count_parameters", "create_model", "image_input",
+           "model_arguments", "register_model", "uses_validation"]
 
 MODELS: Registry[ModelSpec] = Registry(
     "model", hint="Run `cellbench models` to list all {n}."
@@ -112,6 +114,49 @@ def model_arguments(name: str) -> list[str]:
     return [*args, "init"] if spec.family == "nn" else args
 
 
+#: plain annotations of model arguments whose values are type-checked before the model is built
+#: (annotations such as ``float | Sequence[float]`` are left to the model's own checks)
+_ARGUMENT_KINDS = {"float": "a number", "float | None": "a number or None", "int": "an int",
+                   "int | None": "an int or None", "bool": "true or false (on/off)"}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    if value is None:
+        return annotation.endswith("| None")
+    if isinstance(value, (bool, np.bool_)):
+        return annotation == "bool"
+    if annotation.startswith("int"):
+        return isinstance(value, numbers.Integral)
+    if annotation.startswith("float"):
+        return isinstance(value, numbers.Real)
+    return False
+
+
+def check_argument_types(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Raise when an argument of model ``name`` has the wrong kind of value (``dropout=abc``),
+    before the model's own code meets it as an internal ``TypeError``; unknown arguments and
+    values in range are left to :func:`create_model` and the model."""
+    spec = MODELS.get(name)
+    params = inspect.signature(spec.factory).parameters
+    problems = []
+    for key, value in kwargs.items():
+        param = params.get(key)
+        annotation = param.annotation if param is not None else None
+        if not isinstance(annotation, str) or annotation not in _ARGUMENT_KINDS:
+            continue
+        if not _fits(value, annotation):
+            example = spec.defaults.get(key, param.default)
+            problems.append(
+                f"{key} must be {_ARGUMENT_KINDS[annotation]}; got {value!r} ({kind_of(value)})."
+                + (f" E.g. {name}({key}={example})." if example is not inspect.Parameter.empty
+                   and example is not None else "")
+            )
+    if problems:
+        raise InvalidParameterError(
+            (f"arguments of model {name!r}: " if len(problems) > 1 else "")
+            + " ".join(problems))
+
+
 def _accepts(factory: Callable, name: str) -> bool:
     params = inspect.signature(factory).parameters
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -130,7 +175,9 @@ def create_model(name: str, *, n_classes: int, n_features: int | None = None,
     training config) is ``"balanced"``, a mapping class code -> weight, or None.
     """
     spec = MODELS.get(name)
-    kwargs = {**spec.defaults, **{k: v for k, v in kwargs.items() if v is not None}}
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    check_argument_types(name, given)
+    kwargs = {**spec.defaults, **given}
     init = kwargs.pop("init", "default")
     context: dict[str, Any] = {"n_classes": n_classes}
     if spec.family == "nn":

@@ -27,12 +27,12 @@ from typing import Any
 import yaml
 
 from .._config import TrainConfig
-from .._utils import did_you_mean, split_top_level
+from .._utils import did_you_mean, format_list, split_top_level, unknown_name_error
 from ..exceptions import InvalidParameterError
-from ._base import MODELS, model_arguments
+from ._base import MODELS, check_argument_types, model_arguments
 
-__all__ = ["TRAIN_SETTINGS", "ModelChoice", "parse_model", "parse_models", "parse_value",
-           "route"]
+__all__ = ["TRAIN_SETTINGS", "ModelChoice", "matching_models", "parse_model", "parse_models",
+           "parse_value", "route"]
 
 #: training settings one model may set for itself (the rest of TrainConfig is the job's);
 #: models that fit themselves (baselines, boosting) read only ``class_weight``
@@ -142,8 +142,18 @@ def parse_model(text: str) -> ModelChoice:
             raise InvalidParameterError(
                 f"model argument must look like key=value; got {arg!r} in {raw!r}."
             )
-        values[key.strip()] = parse_value(value)
+        key = key.strip()
+        if key in values:  # the last one would win silently
+            raise InvalidParameterError(
+                f"model argument {key!r} must be given once in {raw!r}; got it twice "
+                f"({key}={values[key]!r} and {arg}). Keep the one you mean."
+            )
+        values[key] = parse_value(value)
     kwargs, train = route(name, values, f"settings in {raw!r}")
+    try:
+        check_argument_types(name, {k: v for k, v in kwargs.items() if v is not None})
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"settings in {raw!r}: {exc}") from exc
     return ModelChoice(label or raw, name, kwargs, train, raw if label else "")
 
 
@@ -152,6 +162,8 @@ def parse_models(items: Sequence[str]) -> list[ModelChoice]:
 
     Commas separate models except inside parentheses; each model (and label) once.
     """
+    if isinstance(items, str):
+        items = [items]
     choices, seen = [], set()
     for entry in (part for item in items for part in split_top_level(item)):
         choice = parse_model(entry)
@@ -162,5 +174,37 @@ def parse_models(items: Sequence[str]) -> list[ModelChoice]:
             seen.add(key)
         choices.append(choice)
     if not choices:
-        raise InvalidParameterError("models must name at least one model; got none.")
+        raise InvalidParameterError(
+            f"models must name at least one model; got {','.join(items)!r}. Name them, e.g. "
+            "lda,mlp (or leave the models out for the default line-up).")
     return choices
+
+
+def matching_models(pattern: str, kind: str | None) -> list[str]:
+    """The models ``cellbench models PATTERN --kind KIND`` lists; none is an error."""
+    kinds = ("tabular", "image")
+    if kind is not None and kind not in kinds:
+        raise unknown_name_error("--kind", kind, kinds, "Pass --kind tabular or --kind image.")
+    names = [n for n in MODELS.list(pattern)
+             if kind is None or MODELS.get(n).input_kind in (kind, "any")]
+    if names:
+        return names
+    if not any(ch in pattern for ch in "*?["):  # a name, not a filter
+        if pattern in MODELS:  # a model of the other kind
+            raise InvalidParameterError(
+                f"model {pattern!r} must take {kind} input to be listed with --kind {kind}; "
+                f"it takes {MODELS.get(pattern).input_kind} input. Drop --kind.")
+        starting = MODELS.list(pattern + "*")
+        hint = (f"For the models whose name starts with it ({format_list(starting, 3)}), "
+                f"pass the filter '{pattern}*'." if starting else
+                f"Run `cellbench models` to list all {len(MODELS)}, or filter with a shell "
+                "pattern such as 'cnn*'.")
+        raise unknown_name_error("model", pattern, list(MODELS), hint)
+    matched = MODELS.list(pattern)
+    raise InvalidParameterError(
+        f"the filter {pattern!r} must match at least one model"
+        + (f" taking {kind} input" if kind else "") + "; it matches "
+        + (f"only {format_list(matched)} (not {kind})" if matched else "none")
+        + ". Run `cellbench models` to list all " + f"{len(MODELS)}"
+        + (", or drop --kind." if matched else ", or use a pattern such as 'cnn*'.")
+    )

@@ -11,13 +11,17 @@ Like the tables in seed 003 (``Conv2d-1 [-1, 32, 256, 256] 320``), for any regis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "ModelSummary", "summarize"]
+from ..exceptions import InvalidParameterError
+
+__all__ = ["LayerInfo", "ModelSummary", "check_summary_input", "forward_error", "has_batchnorm",
+           "input_too_small", "smallest_image_size", "summarize"]
 
 
 @dataclass
@@ -87,3 +91,79 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> ModelSummary:
     summary.trainable_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
     summary.total_macs = int(sum(layer.macs for layer in summary.layers))
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape checks without computing anything (the meta device): can a network take an input?
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a batch norm layer (which cannot train on one value per
+    channel: a batch of one row for ``BatchNorm1d`` on features)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def forward_error(model: nn.Module, input_shape: Sequence[int], batch: int = 2,
+                  train: bool = False) -> Exception | None:
+    """The error a forward pass of ``batch`` samples of ``input_shape`` raises, or None.
+
+    Runs on the meta device (shapes only, no memory, no arithmetic): ``model`` should have
+    been built there. The model's train/eval mode is restored afterwards.
+    """
+    was = model.training
+    model.train(train)
+    try:
+        with torch.device("meta"), torch.no_grad():
+            model(torch.zeros(batch, *input_shape))
+    except Exception as exc:  # whatever the model's layers say about the shape
+        return exc
+    finally:
+        model.train(was)
+    return None
+
+
+#: square sizes tried, beyond every size up to 64, when looking for the smallest that works
+_LARGER_SIZES = (80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+
+
+def smallest_image_size(build: Callable[[tuple[int, int]], Any], in_chans: int,
+                        start: int = 1) -> int | None:
+    """The smallest square image side from ``start`` up that a network takes: ``build(hw)``
+    returns the network for images of ``hw`` (it is called on the meta device), which must
+    build and run one forward pass. None when not even 512 x 512 works."""
+    for side in (*range(max(1, start), 65), *(s for s in _LARGER_SIZES if s >= start)):
+        try:
+            with torch.device("meta"):
+                model = build((side, side))
+        except Exception:  # too small to build (a flattened size of 0, ...)
+            continue
+        if isinstance(model, nn.Module) and forward_error(model, (in_chans, side, side)) is None:
+            return side
+    return None
+
+
+def check_summary_input(name: str, input_kind: str, shape: list[int], text: str) -> None:
+    """An image network needs CxHxW, a table network the number of features."""
+    if input_kind == "image" and len(shape) != 3:
+        raise InvalidParameterError(
+            f"--input must be CxHxW for {name!r}, which takes images; got {text!r}. Pass the "
+            "channels and size, e.g. --input 1x64x64.")
+    if input_kind == "tabular" and len(shape) != 1:
+        raise InvalidParameterError(
+            f"--input must be the number of features for {name!r}, which takes a table; got "
+            f"{text!r}. Pass --input N_FEATURES, e.g. --input 24 (or pick an image model: "
+            "`cellbench models --kind image`).")
+
+
+
+def input_too_small(label: str, create: Any, shape: list[int], exc: Exception) -> None:
+    """Raise when images of ``shape`` are too small for the network, naming a size that works."""
+    if len(shape) != 3:
+        return
+    side = smallest_image_size(lambda hw: create(img_size=hw), shape[0],
+                               start=max(shape[1:]) + 1)
+    if side is not None:
+        raise InvalidParameterError(
+            f"--input images must be at least {side}x{side} for {label!r} (its pooling would "
+            f"shrink smaller ones to nothing); got {shape[1]}x{shape[2]}. Try --input "
+            f"{shape[0]}x{side}x{side} or larger.") from exc

@@ -200,15 +200,42 @@ class FittedModel:
         return load_model(path)
 
 
+def model_file(path: str | Path) -> Path:
+    """``path``, or the ``model.pt`` in the run directory ``path`` (a train run's)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / "model.pt").is_file():
+        return path / "model.pt"
+    units = sorted(path.glob("units/*/seed*/*/model.pt"))
+    hint = (f"; this run keeps one per unit, e.g. {str(units[0])!r}" if units else
+            "; `cellbench train` writes one into its run directory")
+    raise RunDirectoryError(f"model file must be a model.pt file or a run directory holding "
+                            f"one; got the folder {str(path)!r}, which holds none{hint}.")
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in one line (never PyTorch's advice to unpickle unsafely)."""
+    text = str(exc)
+    if "weights_only" in text:
+        return ("it holds Python objects other than tensors and plain data, which are never "
+                "loaded (they could run code)")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
 def read_checkpoint(path: Path, expected: str) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise RunDirectoryError(f"model file must exist; got {str(path)!r}, which does not.")
+    if not path.is_file():
+        raise RunDirectoryError(f"model file must be a file; got {str(path)!r}, which is not.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RunDirectoryError(
             f"model file {str(path)!r} must be a cellbench checkpoint; loading failed "
-            f"({type(exc).__name__}: {exc}). It may be truncated; retrain or use a backup."
+            f"({_load_failure(exc)}). It may be truncated or another kind of file; retrain "
+            "or use a backup."
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != expected:
         raise RunDirectoryError(
@@ -293,7 +320,7 @@ def load_model(path: str | Path) -> FittedModel:
     model larger than :data:`MAX_PARAMETERS` is built), weights that fit the model, and one
     prediction on a row of zeros.
     """
-    path = Path(path)
+    path = model_file(path)
     ckpt = read_checkpoint(path, MODEL_FORMAT)
     _check_model_checkpoint(ckpt, path)
     try:

@@ -29,7 +29,14 @@ from ..data.dataset import Dataset
 from ..data.splits import Split
 from ..data.transforms import IMAGE_INPUTS, LARGE_ROWS, ImageNormalizer, Preprocessor
 from ..exceptions import CellbenchWarning, DataError, InvalidParameterError, RunDirectoryError
-from ..models import MODELS, BaseModel, SeedEnsemble, create_model, member_seed
+from ..models import (
+    MODELS,
+    BaseModel,
+    SeedEnsemble,
+    create_model,
+    member_seed,
+    model_arguments,
+)
 from ..models._base import class_weight_vector, image_input
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, monitor_mode
 from .engine import History, effective_monitor, fit
@@ -59,12 +66,16 @@ def check_model(ds: Dataset, train_cfg: TrainConfig) -> None:
         vector = class_weight_vector(class_weight, ds.y, ds.n_classes, ds.classes)
         class_weight = dict(enumerate(vector.tolist()))
     label = train_cfg.model
+    shape = list(ds.X.shape[1:])
+
+    def build(**size: Any) -> Any:
+        return create_model(spec.name, n_classes=ds.n_classes, **{**shape_kwargs(shape), **size},
+                            random_state=train_cfg.random_state, class_weight=class_weight,
+                            **train_cfg.model_kwargs)
+
     try:
         with torch.device("meta"):
-            model = create_model(spec.name, n_classes=ds.n_classes,
-                                 **shape_kwargs(list(ds.X.shape[1:])),
-                                 random_state=train_cfg.random_state,
-                                 class_weight=class_weight, **train_cfg.model_kwargs)
+            model = build()
         if isinstance(model, nn.Module):
             probe = [nn.Parameter(torch.zeros(1))]
             optimizer = build_optimizer(train_cfg.optimizer, probe, train_cfg.lr,
@@ -74,11 +85,70 @@ def check_model(ds: Dataset, train_cfg: TrainConfig) -> None:
     except InvalidParameterError:
         raise
     except Exception as exc:  # a value the model's own code rejects (width=-1, ...)
+        _check_image_size(ds, spec, build, exc)
         raise InvalidParameterError(
             f"model {label!r} must be buildable with the given arguments "
             f"{dict(train_cfg.model_kwargs)}; building it failed ({type(exc).__name__}: "
             f"{exc}). Check the values (`cellbench models {label}` lists its arguments)."
         ) from exc
+    if isinstance(model, nn.Module):
+        _check_network_input(ds, spec, train_cfg, model, build)
+
+
+def _spec_text(name: str, kwargs: Mapping[str, Any]) -> str:
+    """``mlp(batchnorm=true,width=64)``, as a model is written on the command line."""
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (list, tuple)):
+            return "/".join(map(text, value))
+        return str(value)
+
+    args = ",".join(f"{k}={text(v)}" for k, v in kwargs.items())
+    return f"{name}({args})" if args else name
+
+
+def _check_image_size(ds: Dataset, spec: Any, build: Any, exc: Exception) -> None:
+    """Raise when ``exc`` came from images too small for the network (its pooling shrinks
+    them to nothing): say so, with the smallest size that works."""
+    from ..models.summary import smallest_image_size
+
+    if ds.kind != "image" or spec.family != "nn" or ds.X.ndim != 4:
+        return
+    c, h, w = (int(n) for n in ds.X.shape[1:])
+    side = smallest_image_size(lambda hw: build(img_size=hw), c, start=max(h, w) + 1)
+    if side is None:
+        return
+    raise InvalidParameterError(
+        f"images must be at least {side}x{side} pixels for model {spec.name!r} (its pooling "
+        f"would shrink smaller ones to nothing); got {h}x{w} images. Pass --resize {side} "
+        "(or larger) to upsample them, or choose a model with fewer pooling steps."
+    ) from exc
+
+
+def _check_network_input(ds: Dataset, spec: Any, train_cfg: TrainConfig, model: nn.Module,
+                         build: Any) -> None:
+    """A network built on the meta device must take the data's rows in training: batch norm
+    needs more than one value per channel, and images must survive the pooling."""
+    from ..models.summary import forward_error, has_batchnorm
+
+    shape = list(ds.X.shape[1:])
+    rows = min(train_cfg.batch_size, len(ds.X))
+    if rows < 2 and has_batchnorm(model):
+        error = forward_error(model, shape, batch=1, train=True)
+        if isinstance(error, ValueError) and "more than 1 value per channel" in str(error):
+            off = next((k for k in ("batchnorm", "bn") if k in model_arguments(spec.name)),
+                       None)
+            raise InvalidParameterError(
+                f"batch_size must be at least 2 for a model with batch norm "
+                f"({_spec_text(spec.name, train_cfg.model_kwargs)}); got "
+                f"{train_cfg.batch_size}. Batch norm cannot train on one row per batch: pass "
+                "--batch-size 2 or more (e.g. 64)"
+                + (f", or turn batch norm off ({off}=false)." if off else ".")
+            )
+    error = forward_error(model, shape, batch=2, train=False)
+    if error is not None and not isinstance(error, (NotImplementedError, InvalidParameterError)):
+        _check_image_size(ds, spec, build, error)
 
 
 def _check_views(train_cfg: TrainConfig) -> None:

@@ -6,8 +6,12 @@ Shared by ``cellbench tune`` and ``cellbench tune-worker``; it tells an observer
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._utils import atomic_path, try_import
+from ..exceptions import CellbenchError
 from .study import TuneSettings, recover_stale_trials, study_counts, taken_over_trial
 
 __all__ = ["history_plot", "optimize"]
@@ -60,6 +65,37 @@ class _ProgressPoller:
             self.progress.stop()
 
 
+class _QuietStops(logging.Filter):
+    """Drops Optuna's report of a trial ended by Ctrl-C or by a cellbench error: the
+    interruption or the error goes on to the command line, which says it in one line, where
+    Optuna would print its whole traceback (and a second line) first. Other failures (a
+    trial's own torch error) are still reported with their traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        number = re.match(r"Trial (\d+) failed", str(record.msg))
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (KeyboardInterrupt, CellbenchError)):
+            if number:
+                self.quiet.add(number.group(1))
+            return False
+        return not (number and number.group(1) in self.quiet)
+
+
+@contextlib.contextmanager
+def _quiet_stops() -> Iterator[None]:
+    log = logging.getLogger("optuna.study._optimize")  # where Optuna reports failed trials
+    quiet = _QuietStops()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
 def optimize(study: Any, objective: Any, settings: TuneSettings, journal: bool,
              observer: Any) -> None:
     """Run trials until the study has ``settings.trials`` finished ones (all workers),
@@ -93,7 +129,7 @@ def optimize(study: Any, objective: Any, settings: TuneSettings, journal: bool,
         observer.note(f"the study already has {settings.trials} finished trials")
         return
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-    with _ProgressPoller(study, settings.trials, observer):
+    with _ProgressPoller(study, settings.trials, observer), _quiet_stops():
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

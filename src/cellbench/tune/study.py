@@ -28,26 +28,19 @@ from typing import Any
 import numpy as np
 
 from .._config import RunConfig
-from .._spaces import CategoricalDist, Dist, FloatDist, space_from_dict, space_to_dict
+from .._spaces import Dist, space_to_dict
 from .._utils import try_import
 from ..exceptions import InvalidParameterError
-from ..models import MODELS, ModelChoice, route
+from ..models import MODELS, ModelChoice
+from .space import TRAINING_SPACE, check_space, search_space, split_params
 from .storage import postgres_driver_url
 
-__all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "describe_space", "importances",
+__all__ = ["TRAINING_SPACE", "TuneSettings", "best_config", "check_space", "describe_space",
+           "importances",
            "make_objective", "make_storage", "mark_owner", "open_study", "parse_duration",
            "recover_stale_trials", "search_space", "split_params", "study_counts",
            "taken_over_trial", "trial_seed"]
 
-#: what a network's training can vary, beside the model's own arguments
-TRAINING_SPACE: dict[str, Dist] = {
-    "lr": FloatDist(1e-4, 3e-2, log=True),
-    "batch_size": CategoricalDist((64, 128, 256, 512)),
-    "optimizer": CategoricalDist(("adam", "adamw", "sgd", "rmsprop")),
-    "weight_decay": FloatDist(1e-7, 1e-2, log=True),
-    "scheduler": CategoricalDist((None, "cosine", "onecycle")),
-    "class_weight": CategoricalDist((None, "balanced")),
-}
 METRIC_KEYS = {"accuracy": "valid_accuracy", "balanced_accuracy": "valid_balanced_accuracy"}
 HEARTBEAT_ATTR = "cellbench_heartbeat"
 HOST_ATTR, PID_ATTR = "cellbench_host", "cellbench_pid"  # who runs a trial
@@ -121,33 +114,6 @@ def parse_duration(text: str | float | None, what: str = "--timeout") -> float |
             f"{what} must be a positive duration like 90s, 30m or 2h; got {text!r}."
         )
     return seconds
-
-
-def search_space(model: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Dist]:
-    """The model's declared space plus, for networks, the training space; then overrides.
-
-    An override maps a name to a distribution (``{"type": "float", ...}`` or a list of
-    choices) or to a plain value, which fixes it; ``null`` removes it from the search.
-    """
-    spec = MODELS.get(model)
-    space: dict[str, Dist] = dict(spec.search_space)
-    if spec.family == "nn":
-        space = {**TRAINING_SPACE, **space}
-    elif spec.family == "gbdt" or model == "logreg":
-        space["class_weight"] = TRAINING_SPACE["class_weight"]
-    for name, value in (overrides or {}).items():
-        if value is None:
-            space.pop(name, None)
-        elif isinstance(value, (Mapping, list, tuple)):
-            space.update(space_from_dict({name: value}, where="search space override"))
-        else:
-            space[name] = CategoricalDist((value,))
-    return space
-
-
-def split_params(model: str, params: Mapping[str, Any]) -> tuple[dict, dict]:
-    """Separate a trial's parameters into model arguments and training settings."""
-    return route(model, params, "search space names")
 
 
 # ---------------------------------------------------------------------------------------------
