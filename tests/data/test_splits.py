@@ -151,3 +151,12 @@ def test_stratified_group_folds_that_leave_one_training_group_are_dealt_evenly()
     for fold in folds:
         assert len(np.unique(groups[fold.train])) >= 1 and len(fold.val) > 0
         _assert_disjoint_groups(fold.parts(), groups)
+
+
+def test_too_small_a_class_for_k_folds_suggests_what_can_work():
+    with pytest.raises(DataError, match=r"'c' has 3\. Use fewer folds \(--cv 3\)"):
+        kfold_splits(np.array([0] * 10 + [1] * 10 + [2] * 3), n_splits=5,
+                     classes=["a", "b", "c"])
+    with pytest.raises(DataError, match=r"'c' has 1\. Remove the class") as err:
+        kfold_splits(np.array([0] * 10 + [1] * 10 + [2]), n_splits=2, classes=["a", "b", "c"])
+    assert "--cv" not in str(err.value)  # never the number of folds already given

@@ -154,6 +154,14 @@ def non_numeric_features(frame: pd.DataFrame, feature_cols: Sequence[str], rows:
     problems = []
     for col in feature_cols:
         values = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_timedelta64_dtype(
+                values):  # to_numeric would make nanoseconds of them: acquisition order
+            problems.append(
+                f"Feature column {col!r} must be numeric; got date-times such as "
+                f"{values.iloc[0]!s} (row {rows[0] + 1}), which give the acquisition order, "
+                f"not a measurement. Drop it with --drop {col!r}, or choose features with "
+                "--features.")
+            continue
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
         converted = pd.to_numeric(values, errors="coerce")

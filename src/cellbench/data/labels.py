@@ -55,6 +55,22 @@ def check_target_values(values: pd.Series, name: str) -> None:
         )
 
 
+def _check_label_spellings(ds: Dataset, issues: list[DataIssue]) -> None:
+    """Classes whose names differ only in case or surrounding spaces ('B', 'b', 'B ') are
+    kept apart, as written; say so, since it is usually one class typed two ways."""
+    by_key: dict[str, list[Any]] = {}
+    for c in ds.classes:
+        if isinstance(c, str):
+            by_key.setdefault(" ".join(c.split()).casefold(), []).append(c)
+    clashes = [names for names in by_key.values() if len(names) > 1]
+    if clashes:
+        listed = "; ".join(format_list(names) for names in clashes[:3])
+        _warn(issues, "label_spelling",
+              f"Classes of {ds.target!r} differ only in case or spaces ({listed}) and are "
+              "kept as separate classes. If each set is one class, fix the labels (e.g. "
+              "strip spaces and use one case) and rerun.")
+
+
 def check_labels(ds: Dataset, confounded: Sequence[str] = ()) -> list[DataIssue]:
     """Warn about (and return) label problems; raise when class and group are one.
 
@@ -66,6 +82,7 @@ def check_labels(ds: Dataset, confounded: Sequence[str] = ()) -> list[DataIssue]
         _warn(issues, "class_is_group",
               f"Column {col!r} looks like a sample/patient id, and every class comes from a "
               f"single {col!r} value: " + _confounding_text("sample", col))
+    _check_label_spellings(ds, issues)
     if ds.groups is not None:
         _check_class_group_confounding(ds, issues)
     if ds.kind == "table":

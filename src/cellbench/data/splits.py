@@ -275,9 +275,10 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray | None = None, *, n_splits: i
     else:
         if check_sizes:
             present = np.bincount(y)[np.bincount(y) > 0]
+            fewer = (f"Use fewer folds (--cv {int(present.min())}) or remove"
+                     if present.min() >= 2 else "Remove")  # k-fold CV needs 2 rows a class
             _check_class_sizes(y, classes, n_splits, f"stratified {n_splits}-fold CV",
-                               f"Use fewer folds (--cv {max(2, int(present.min()))}) or "
-                               "remove the class with --exclude-labels.")
+                               f"{fewer} the class with --exclude-labels.")
         if len(y) < n_splits:
             raise DataError(f"{n_splits}-fold CV needs at least {n_splits} rows; got "
                             f"{len(y)}. Use fewer folds.")

@@ -125,6 +125,11 @@ def run_compare(cfg: RunConfig, out: str | Path | None = None, *,
     _check_reference(cfg.reference, choices)
     splits = make_splits(ds, cfg.split)
     if not any(len(s.test) for s in splits):
+        if ds.split is not None:
+            raise InvalidParameterError(
+                f"{job} needs a test part to compare on; the given split "
+                f"({cfg.data.split_column or 'of the data file'}) marks no row 'test'. Mark "
+                "the test rows, or leave out --split-column to let cellbench split.")
         raise InvalidParameterError(
             f"{job} needs a test part to compare on; got none (--test-size 0 and no --cv). "
             "Set --test-size above 0, or use --cv K; `cellbench train` fits a model on all "

@@ -86,7 +86,12 @@ def check_run_dir(out: str | Path | None, job: str, cfg: RunConfig, reuse: bool)
                 "would overwrite. Pass a new --out (without --out, each model gets its own "
                 "folder)."
             )
-    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
+    elif path.exists() and not path.is_dir():
+        raise RunDirectoryError(
+            f"run directory {str(path)!r} must be empty or a cellbench run; it is a file, not "
+            "a folder. Pass a new --out."
+        )
+    elif path.exists() and any(path.iterdir()):
         raise RunDirectoryError(
             f"run directory {str(path)!r} must be empty or a cellbench run; it holds other "
             "files. Pass a new --out."
