@@ -190,6 +190,9 @@ BUILD: dict[str, Callable[[Path], None]] = {
     "smallclass.csv": _edit(lambda f: _set(_set(f.drop(columns="donor"), 0, "label", "rare"),
                                            1, "label", "rare")),
     "binary.csv": lambda p: p.write_bytes(bytes(range(256)) * 8),
+    "trailing.csv": lambda p: p.write_text("\n".join(
+        line + "," for line in _table().to_csv(index=False).strip().splitlines()) + "\n"),
+    "workbook.csv": lambda p: p.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 8),
     "bad.csv.gz": lambda p: p.write_bytes(b"\x1f\x8b\x08 truncated"),
     "bad.parquet": lambda p: p.write_bytes(b"PAR1 this is not parquet"),
     "spelling.csv": _edit(lambda f: f.assign(label=f["label"].astype(str).where(
@@ -273,6 +276,10 @@ CASES = [
          "must hold at least one row"),
     Case("unknown-suffix", ("compare", "@cells.xlsx", *T, "--out", "OUT"), 2,
          "must be CSV, TSV, Parquet or FCS"),
+    Case("trailing-commas", ("compare", "@trailing.csv", *TG, "--models", "lda", "--out", "OUT",
+                             "--quiet"), 0, "Dropped 1 empty unnamed column at the end", "done"),
+    Case("workbook-as-csv", ("compare", "@workbook.csv", *T, "--out", "OUT"), 2,
+         "it is a zip archive (an Excel .xlsx workbook is one). Export it as CSV"),
     Case("binary-as-csv", ("compare", "@binary.csv", *T, "--out", "OUT"), 2,
          "must be UTF-8 text; byte 0x80 at position 128"),
     Case("broken-gzip", ("compare", "@bad.csv.gz", *T, "--out", "OUT"), 2,

@@ -101,6 +101,22 @@ def check_delimiter(frame: pd.DataFrame, path: Path, sep: str) -> None:
             )
 
 
+def drop_trailing_empty_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Without the empty, unnamed last columns a delimiter at the end of every line makes
+    (``Unnamed: 7``); other columns are kept as they are."""
+    n = 0
+    for col in reversed(frame.columns):
+        if not (str(col).startswith("Unnamed: ") and frame[col].isna().all()):
+            break
+        n += 1
+    if not n or n == frame.shape[1]:
+        return frame
+    warnings.warn(f"Dropped {n} empty unnamed column{'s' if n > 1 else ''} at the end of "
+                  f"{str(path)!r} (a delimiter at the end of every line).", CellbenchWarning,
+                  stacklevel=4)
+    return frame.iloc[:, :-n]
+
+
 def _show(value: Any) -> Any:
     """A value for a message: numpy scalars as plain Python (``1``, not ``np.int64(1)``)."""
     return value.item() if isinstance(value, np.generic) else value

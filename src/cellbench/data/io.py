@@ -104,6 +104,7 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
             checks.check_header(path, TABLE_SUFFIXES[suffix])
             frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], encoding="utf-8-sig")
             checks.check_delimiter(frame, path, TABLE_SUFFIXES[suffix])
+            frame = checks.drop_trailing_empty_columns(frame, path)
     if frame.shape[0] == 0:
         raise DataError(f"data file {str(path)!r} must hold at least one row; it has a header "
                         f"({format_list(frame.columns)}) but no rows.")

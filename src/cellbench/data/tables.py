@@ -36,6 +36,22 @@ def table_suffix(path: Path) -> str:
     return suffix
 
 
+_MAGIC = ((b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook is one)"),
+          (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook (an OLE file)"),
+          (b"\x1f\x8b", "gzip-compressed"), (b"PAR1", "a Parquet file"),
+          (b"\x89HDF", "an HDF5 file (an .h5ad?)"))
+
+
+def _binary_kind(path: Path) -> str | None:
+    """What a file that is not text is, from its first bytes; None when unknown."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
 @contextlib.contextmanager
 def table_read_errors(path: Path, suffix: str) -> Iterator[None]:
     """What CSV and Parquet readers raise for ``path``, as a DataError that says what to do."""
@@ -47,6 +63,13 @@ def table_read_errors(path: Path, suffix: str) -> Iterator[None]:
     except DataError:
         raise
     except UnicodeDecodeError as exc:
+        kind = _binary_kind(path)
+        if kind is not None:  # a workbook or archive renamed, not text in another encoding
+            raise DataError(
+                f"data file {str(path)!r} must be a {suffix[1:].upper()} text table; it is "
+                f"{kind}. Export it as CSV (in Excel: Save As, CSV UTF-8), or name a "
+                "gzip-compressed table .csv.gz."
+            ) from exc
         raise DataError(
             f"data file {str(path)!r} must be UTF-8 text; byte {exc.object[exc.start]:#x} at "
             f"position {exc.start} is not ({exc.reason}). Save it as UTF-8, e.g. "
