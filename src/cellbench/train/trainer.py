@@ -147,6 +147,9 @@ def _check_network_input(ds: Dataset, spec: Any, train_cfg: TrainConfig, model: 
                 + (f", or turn batch norm off ({off}=false)." if off else ".")
             )
     error = forward_error(model, shape, batch=2, train=False)
+    # only a shape error can mean images too small: an op the meta device has no kernel for
+    # (PyTorch raises NotImplementedError) or the model's own argument check says nothing
+    # about the size, and training will meet it with real tensors
     if error is not None and not isinstance(error, (NotImplementedError, InvalidParameterError)):
         _check_image_size(ds, spec, build, error)
 
