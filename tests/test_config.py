@@ -60,6 +60,12 @@ def test_cytometry_sets_the_default_cofactor_and_fractions_are_checked():
         DataConfig(cytometry="spectral")
     with pytest.raises(InvalidParameterError, match=r"must leave at least 10% for training"):
         SplitConfig(val_size=0.5, test_size=0.45)
+    with pytest.raises(InvalidParameterError, match=r"data.cofactor \(--cofactor\), the arcsinh "
+                                                    r"cofactor of every channel, must be a "
+                                                    r"number > 0; got 0"):
+        DataConfig(cofactor=0)
+    with pytest.raises(InvalidParameterError, match=r"cofactor of channel 'CD3' must be a number"):
+        DataConfig(cofactors={"CD3": -1.0})
 
 
 def test_list_settings_equal_their_yaml_round_trip():

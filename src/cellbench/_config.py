@@ -28,6 +28,7 @@ from ._utils import did_you_mean, split_top_level
 from ._value_checks import (
     as_tuple,
     check_bools,
+    check_cofactors,
     check_names,
     check_texts,
     is_bool,
@@ -195,10 +196,7 @@ class DataConfig(_Base):
             problems.append(
                 f"data.cytometry must be 'mass' or 'flow'; got {self.cytometry!r}."
             )
-        for name, value in [("cofactor", self.cofactor), *self.cofactors.items()]:
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                problems.append(f"arcsinh cofactor for {name!r} must be a number > 0; "
-                                f"got {value!r}.")
+        check_cofactors(self.cofactor, self.cofactors, problems)
         if not (isinstance(self.subsample_seed, int) and not is_bool(self.subsample_seed)
                 and self.subsample_seed >= 0):
             problems.append(f"data.subsample_seed must be an int >= 0; got "
@@ -231,7 +229,8 @@ class SplitConfig(_Base):
     def __post_init__(self) -> None:
         problems = []
         if self.cv is not None and not (isinstance(self.cv, int) and self.cv >= 2):
-            problems.append(f"split.cv must be an int >= 2 or None; got {self.cv!r}.")
+            problems.append(f"split.cv (--cv) must be an int >= 2, the number of folds; got "
+                            f"{self.cv!r}. Leave it unset for one train/val/test holdout.")
         if not (isinstance(self.repeats, int) and not isinstance(self.repeats, bool)
                 and self.repeats >= 1):
             problems.append(f"split.repeats must be an int >= 1; got {self.repeats!r}.")

@@ -19,8 +19,8 @@ from typing import Any
 from ._utils import split_top_level
 from .exceptions import InvalidParameterError
 
-__all__ = ["as_tuple", "check_bools", "check_names", "check_texts", "is_bool", "kind_of",
-           "raise_all"]
+__all__ = ["as_tuple", "check_bools", "check_cofactors", "check_names", "check_texts", "is_bool",
+           "kind_of", "raise_all"]
 
 
 def raise_all(owner: str, problems: list[str]) -> None:
@@ -109,6 +109,16 @@ def check_names(obj: Any, section: str, names: Mapping[str, str], problems: list
                             f"({kind_of(bad[0])}) in it.")
         elif any(not isinstance(v, str) for v in items):
             object.__setattr__(obj, name, tuple(str(v) for v in items))
+
+
+def check_cofactors(cofactor: Any, cofactors: Mapping[str, Any], problems: list[str]) -> None:
+    """The arcsinh cofactors: of every channel (``data.cofactor``) and per channel."""
+    for name, value in [(None, cofactor), *cofactors.items()]:
+        if value is not None and (is_bool(value) or not isinstance(value, (int, float))
+                                  or value <= 0):
+            problems.append((f"data.cofactors: the arcsinh cofactor of channel {name!r}"
+                             if name else "data.cofactor (--cofactor), the arcsinh cofactor "
+                             "of every channel,") + f" must be a number > 0; got {value!r}.")
 
 
 def as_tuple(value: Any, name: str = "a list setting") -> tuple:

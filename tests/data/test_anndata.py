@@ -126,6 +126,30 @@ def test_a_non_numeric_x_is_refused(tmp_path, tiny_table):
         load_table(path, target="label")
 
 
+def test_an_h5ad_without_obs_columns_says_where_labels_come_from(tmp_path, tiny_table):
+    adata = make_anndata(tiny_table)
+    adata.obs = adata.obs[[]]
+    path = tmp_path / "bare.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(DataError, match=r"target and groups come from its obs columns; "
+                                        r".*bare\.h5ad' has no obs columns"):
+        load_table(path, target="label")
+
+
+def test_a_half_written_or_cut_h5ad_is_named_so(tmp_path, tiny_table):
+    path = tmp_path / "cells.h5ad"
+    make_anndata(tiny_table).write_h5ad(path)
+    cut = tmp_path / "cut.h5ad"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match="The file is cut short"):
+        load_table(cut, target="label")
+    with h5py.File(path, "r+") as f:  # what a writer that failed after X and obs leaves
+        del f["var"]
+        del f["obs"].attrs["encoding-type"]
+    with pytest.raises(DataError, match=r"must be a complete \.h5ad; it lacks 'var': the write"):
+        load_table(path, target="label")
+
+
 def test_obs_and_var_names_must_differ(tmp_path, tiny_table):
     adata = make_anndata(tiny_table)
     adata.obs["CD3"] = 1.0

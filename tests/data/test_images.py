@@ -39,6 +39,20 @@ def test_class_folders_load_into_one_uint8_array(tmp_path):
     assert is_image_source(tmp_path) and not is_image_source(tmp_path / "nope")
 
 
+def test_images_one_level_below_the_class_folders_take_the_subfolder_as_group(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("healthy", "infected"):
+        for slide in ("s1", "s2", "s3"):
+            for i in range(2):
+                _png(tmp_path / label / slide / f"{i}.png",
+                     rng.integers(0, 255, (8, 8), dtype=np.uint8))
+    assert is_image_source(tmp_path)
+    ds = load_images(tmp_path)
+    assert ds.X.shape == (12, 1, 8, 8) and list(np.bincount(ds.y)) == [6, 6]
+    assert ds.group_name == "subfolder" and sorted(set(ds.groups)) == ["s1", "s2", "s3"]
+    assert list(ds.groups[:2]) == ["s1", "s1"]
+
+
 def test_rgb_images_become_three_channels(tmp_path):
     ds = load_images(_class_folder(tmp_path, mode="RGB"))
     assert ds.X.shape == (12, 3, 16, 16)
@@ -250,3 +264,18 @@ def test_npz_class_names_are_read_like_label_names(tmp_path):
         warnings.simplefilter("ignore")
         ds = load_images(tmp_path / "c.npz")
     assert ds.classes == ["healthy", "infected"]
+
+
+def test_one_hot_npz_labels_are_read_as_classes_and_multi_label_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8)
+    classes = np.arange(12) % 3
+    np.savez(tmp_path / "onehot.npz", X=X, y=np.eye(3, dtype=np.uint8)[classes])
+    ds = load_images(tmp_path / "onehot.npz")
+    assert list(ds.y) == list(classes) and len(ds.classes) == 3
+    multi = np.eye(3, dtype=np.uint8)[classes]
+    multi[0, 1] = 1
+    np.savez(tmp_path / "multi.npz", X=X, y=multi)
+    with pytest.raises(DataError, match=r"key y must hold one label per image; got shape "
+                                        r"\(12, 3\), and its rows are not one-hot"):
+        load_images(tmp_path / "multi.npz")

@@ -24,7 +24,7 @@ def _issues(fn, *args, **kwargs):
 
 
 def test_class_equal_to_group_says_it_in_plain_words(tiny_table):
-    """With a split by group; inside each group (--within-groups) it is no problem."""
+    """With a split by group; inside each group (--within-groups) no group can be split."""
     frame = tiny_table.drop(columns="donor").assign(patient=tiny_table["label"].map(
         {"type0": "P1", "type1": "P2", "type2": "P3"}))
     ds = load_table(frame, target="label", groups="patient")
@@ -35,9 +35,9 @@ def test_class_equal_to_group_says_it_in_plain_words(tiny_table):
     assert "cannot be separated from the group 'patient'" in text
     assert "every accuracy would measure group identity" in text
     assert "drop --groups" not in text and "pass --groups" not in text.lower()
-    within = make_splits(ds, SplitConfig(within_groups=True, val_size=0.2, test_size=0.2))
-    with pytest.raises(DataError, match="must hold at least 2 classes"):  # one class a group
-        check_training_parts(ds, within)
+    with pytest.raises(DataError, match="every patient must hold at least 2 classes to be "
+                                         "split on its own"):  # one class a group
+        make_splits(ds, SplitConfig(within_groups=True, val_size=0.2, test_size=0.2))
 
 
 def test_class_equal_to_an_id_column_without_groups_is_not_the_pass_groups_loop(tiny_table):
@@ -54,6 +54,21 @@ def test_a_class_from_one_group_only_cannot_be_learned(tiny_table):
     frame.loc[frame["label"] == "type2", "donor"] = "D99"
     _, messages = _issues(load_table, frame, target="label", groups="donor")
     assert any("'type2' (only in 'D99')" in m and "cannot be learned" in m for m in messages)
+
+
+def test_a_class_from_two_groups_holding_nothing_else_is_confounded_with_them():
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"p{i}" for i in range(6)], 50)
+    frame = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd")).assign(
+        patient=patients, label=pd.Series(patients).map(
+            {"p0": "A", "p1": "A", "p2": "B", "p3": "B", "p4": "C", "p5": "C"}))
+    _, messages = _issues(load_table, frame, target="label", groups="patient")
+    assert any("'A' (only in 'p0', 'p1')" in m and "come from 2 patient groups each" in m
+               for m in messages)
+    frame["patient"] = np.repeat([f"p{i}" for i in range(10)], 30)  # 3-4 patients per class
+    frame["label"] = pd.Series(frame["patient"]).map(lambda p: "ABC"[int(p[1]) % 3])
+    _, messages = _issues(load_table, frame, target="label", groups="patient")
+    assert not [m for m in messages if "come from 2" in m]
 
 
 def test_labels_that_differ_wildly_between_groups_suggest_within_groups():
@@ -165,3 +180,21 @@ def test_labels_unique_to_each_sample_can_be_evaluated_within_samples():
     check_training_parts(ds, within)  # every group's training part holds both its classes
     with pytest.raises(DataError, match="cannot be separated from the group 'sample'"):
         check_training_parts(ds, make_splits(ds, SplitConfig(cv=2)))
+
+
+def test_numeric_labels_of_a_csv_are_read_as_pandas_reads_them(tmp_path):
+    path = tmp_path / "cells.csv"
+    pd.DataFrame({"a": np.arange(9.0), "label": [1, 2, 3] * 3}).to_csv(path, index=False)
+    ds, messages = _issues(load_table, path)
+    assert ds.classes == [1, 2, 3] and not [m for m in messages if "several ways" in m]
+    pd.DataFrame({"a": np.arange(9.0), "label": ["x", "2", "3"] * 3}).to_csv(path, index=False)
+    assert load_table(path).classes == ["2", "3", "x"]
+
+
+def test_one_number_written_several_ways_is_one_class_and_said(tmp_path):
+    path = tmp_path / "cells.csv"
+    path.write_text("a,kind\n" + "".join(f"{i},{lab}\n" for i, lab in
+                                         enumerate(["1", "01", "1.0", "2", "2.0", "3"] * 4)))
+    ds, messages = _issues(load_table, path, target="kind")
+    assert ds.classes == [1, 2, 3]
+    assert any("'01', '1', '1.0' are all 1; '2', '2.0' are all 2" in m for m in messages)

@@ -243,6 +243,18 @@ def test_tiny_class_counts_training_rows_of_each_split():
     assert f.severity == "warning" and f.evidence["classes"]["2"]["train_rows"] == 0
 
 
+def test_a_class_without_held_out_rows_has_no_recall_ci():
+    ds = table()
+    s = splits(ds)[0]
+    absent = Split(s.train, s.val, s.test[ds.y[s.test] != 2])
+    f = only(dr.check_tiny_class(ds, [absent]), "tiny_class")
+    assert "class '2' has no test rows: its recall cannot be measured at all" in f.message
+    assert "±" not in f.message
+    most = Split(s.train, s.val, s.test[ds.y[s.test] == 0])  # 2 of 3 classes absent
+    f = only(dr.check_too_few_samples(ds, [most]), "too_few_samples")
+    assert "hold no rows of most classes" in f.message and "about 0" not in f.message
+
+
 def test_too_few_samples_errors_when_any_labelling_is_separable():
     X, y, _ = cells(20, n_classes=2, d=12)
     f = only(dr.check_too_few_samples(from_arrays(X, y)), "too_few_samples")

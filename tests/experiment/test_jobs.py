@@ -139,3 +139,15 @@ def test_within_groups_trains_one_model_per_group_and_reports_each(tmp_path, cfg
     text = " ".join(out.getvalue().split())
     assert "accuracy per donor, %" in text and "within donor: one model per group" in text
     assert "│ D11 │" in text  # every group has its row
+
+
+def test_doctor_on_a_tune_run_says_how_to_diagnose_the_tuned_settings(tmp_path):
+    from cellbench.experiment.doctor_rundir import diagnose_run
+
+    run = tmp_path / "tune-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(RunConfig(data=DataConfig(path="cells.csv")).to_yaml())
+    (run / "run.json").write_text(json.dumps({"job": "tune"}))
+    with pytest.raises(RunDirectoryError, match=r"it is a tune run, whose trials doctor does not "
+                                                r"read.*cellbench doctor --config .*best\.yaml"):
+        diagnose_run(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import pytest
 
@@ -37,6 +38,13 @@ def test_a_missing_driver_is_named_with_the_install_command(monkeypatch):
                                                      r"it with: pip install 'cellbench\["
                                                      r"postgres\]'"):
         make_storage("postgresql://u@127.0.0.1/db", None, TuneSettings())
+
+
+def test_a_database_storage_keeps_optunas_experimental_warnings_off_the_terminal(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_storage(f"sqlite:///{tmp_path / 'study.db'}", None, TuneSettings())
+    assert not [w for w in caught if "experimental" in str(w.message).lower()], caught
 
 
 @pytest.mark.slow

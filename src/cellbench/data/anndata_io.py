@@ -66,8 +66,12 @@ class H5adFile:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
+            cut = "truncated" in str(exc)
             raise DataError(f"data file {str(self.path)!r} must be a readable .h5ad (HDF5) "
-                            f"file; opening it failed ({exc}).") from exc
+                            f"file; opening it failed ({exc})."
+                            + (" The file is cut short: a write that stopped midway, or a copy "
+                               "or download that did not finish. Write or copy it again."
+                               if cut else "")) from exc
         self._cache: dict[str, Any] = {}
         try:
             self._open(h5py)
@@ -78,6 +82,15 @@ class H5adFile:
     def _open(self, h5py: Any) -> None:
         f, name = self._file, repr(str(self.path))
         obs = f.get("obs")
+        missing = [k for k in ("X", "obs", "var") if k not in f]
+        if f.attrs.get("encoding-type") == "anndata" and (
+                missing or obs.attrs.get("encoding-type") != "dataframe"):
+            lacks = (f"it lacks {format_list(missing)}" if missing
+                     else "its obs lacks the attributes that say how it is stored")
+            raise DataError(f"data file {name} must be a complete .h5ad; {lacks}: the write "
+                            "that made it stopped midway. Write it again (an error while "
+                            "writing, e.g. anndata's allow_write_nullable_strings, leaves such "
+                            "a file).")
         if not isinstance(obs, h5py.Group) or obs.attrs.get("encoding-type") != "dataframe":
             raise DataError(f"obs of {name} must be stored as anndata >= 0.8 writes it; this "
                             "file is older. Re-save it with a recent anndata: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -57,6 +58,11 @@ class DataIssue:
         return asdict(self)
 
 
+def _arg(value: str) -> str:
+    """A value as typed on a shell command line (``'Unnamed: 0'`` quoted, ``CD3`` bare)."""
+    return shlex.quote(value)
+
+
 def _warn(issues: list[DataIssue], code: str, message: str, severity: str = "warning") -> None:
     issues.append(DataIssue(severity, code, message))  # type: ignore[arg-type]
     if severity == "warning":
@@ -67,14 +73,15 @@ def _warn(issues: list[DataIssue], code: str, message: str, severity: str = "war
 # Column-level checks (run while loading)
 
 
-def check_header(path: Path, sep: str) -> None:
-    """The header as written: pandas renames a repeated name (``f2`` -> ``f2.1``) silently."""
+def check_header(path: Path, sep: str) -> list[str]:
+    """The header's names as written (none when unreadable: the full read says why). Pandas
+    renames a repeated name (``f2`` -> ``f2.1``) silently, so repeats are refused."""
     try:
         head = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
                            keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
             ValueError):
-        return  # the full read below says what is wrong
+        return []  # the full read below says what is wrong
     names = [str(v) for v in head.iloc[0]] if len(head) else []
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -83,6 +90,7 @@ def check_header(path: Path, sep: str) -> None:
             for n in dup[:5])
         raise DataError(f"column names of {str(path)!r} must be unique; got {where}. Rename "
                         "the repeated columns: which one is meant cannot be guessed.")
+    return names
 
 
 def check_delimiter(frame: pd.DataFrame, path: Path, sep: str) -> None:
@@ -186,7 +194,7 @@ def non_numeric_features(frame: pd.DataFrame, feature_cols: Sequence[str], rows:
             frame[col] = converted
             continue
         first = int(np.argmax(bad))
-        hint = (f"It looks like a sample/patient id: pass --groups {col}" if col in ids
+        hint = (f"It looks like a sample/patient id: pass --groups {_arg(col)}" if col in ids
                 else f"Drop it with --drop {col!r}")
         problems.append(
             f"Feature column {col!r} must be numeric; got text such as {values.iloc[first]!r} "
@@ -293,40 +301,42 @@ def _check_columns(ds: Dataset, issues: list[DataIssue],
         if col in ds.feature_names:
             _warn(issues, "id_feature",
                   f"Column {col!r} looks like a sample/patient id ({why}) and is used as a "
-                  f"feature. Cells of one sample are not independent: pass --groups {col} "
-                  f"to split by it (it is then not a feature), or --drop {col}.")
+                  f"feature. Cells of one sample are not independent: pass --groups {_arg(col)} "
+                  f"to split by it (it is then not a feature), or --drop {_arg(col)}.")
         else:
             _warn(issues, "id_column",
                   f"Column {col!r} looks like a sample/patient id ({why}) but no groups were "
                   f"given, so cells of one sample may land in both train and test and inflate "
-                  f"the scores. Pass --groups {col} (groups={col!r}) to split by it.")
+                  f"the scores. Pass --groups {_arg(col)} (groups={col!r}) to split by it.")
     timey = [c for c in ds.feature_names if TIME_NAME.match(c)]
     if timey:
         _warn(issues, "time_feature",
               f"Columns {format_list(timey)} look like acquisition time or event numbers and "
               "are used as features; they carry run order, not biology. Drop them with "
-              f"--drop {','.join(timey)}.")
+              f"--drop {_arg(','.join(timey))}.")
     if X.shape[0] > 1:
-        constant = [ds.feature_names[j] for j in np.flatnonzero(np.ptp(X, axis=0) == 0)]
+        low, high = X.min(axis=0), X.max(axis=0)
+        span = high.astype(np.float64) - low  # float32's range would overflow near 3e38
+        constant = [ds.feature_names[j] for j in np.flatnonzero(span == 0)]
         if len(constant) == X.shape[1]:
             raise DataError(
                 f"feature columns must vary from row to row; all {len(constant)} are constant "
                 f"({format_list(constant)}), so there is nothing to learn from. Check "
                 "--features and --drop, or how the table was exported.")
-        low, rank = X.min(axis=0), np.arange(X.shape[0], dtype=np.float64)
+        rank = np.arange(X.shape[0], dtype=np.float64)
         index = [ds.feature_names[j] for j in np.flatnonzero(
-                 np.isin(low, (0, 1)) & (np.ptp(X, axis=0) == X.shape[0] - 1))
+                 np.isin(low, (0, 1)) & (span == X.shape[0] - 1))
                  if np.array_equal(np.sort(X[:, j]) - low[j], rank)]
         if index:
             _warn(issues, "row_index",
                   f"Columns {format_list(index)} number the rows (0, 1, 2, ... in some order): "
                   "a saved row index, used as a feature. It carries how the table was built "
                   "and sorted (often by class or sample), not biology: drop it with --drop "
-                  f"{','.join(index)}.")
+                  f"{_arg(','.join(index))}.")
         if constant:
             _warn(issues, "constant_column",
                   f"Columns {format_list(constant)} are constant and carry no information; "
-                  f"drop them with --drop {','.join(constant)}.")
+                  f"drop them with --drop {_arg(','.join(constant))}.")
     if X.shape[1] > 1:
         first_of: dict[bytes, str] = {}
         dups = []

@@ -138,6 +138,11 @@ def label_values(col: pd.Series) -> tuple[np.ndarray, list[Any]]:
     return codes.astype(np.int64), classes.tolist()
 
 
+_ROLE_MEANING = {"target": "the class to predict",
+                 "groups": "the patient/sample each cell comes from",
+                 "split": "the train/val/test part of each row"}
+
+
 def decide_roles(columns: list[str], aliases: dict[str, str], target: str | None,
                  groups: str | None, split_column: str | None, default_target: str | None = None,
                  default_groups: str | None = None) -> tuple[str, str | None, str | None]:
@@ -148,6 +153,15 @@ def decide_roles(columns: list[str], aliases: dict[str, str], target: str | None
     group_col = role_column(groups, columns, aliases, "groups", "--groups") if groups else None
     split_col = (role_column(split_column, columns, aliases, "split", "--split-column")
                  if split_column else None)
+    roles = [("target", "--target", target), ("groups", "--groups", group_col),
+             ("split", "--split-column", split_col)]
+    for i, (what, flag, name) in enumerate(roles):
+        for other, other_flag, other_name in roles[i + 1:]:
+            if name and name == other_name:
+                raise DataError(
+                    f"{other} column must differ from the {what} column; got {name!r} for "
+                    f"both. {other_flag} names {_ROLE_MEANING[other]}, {flag} "
+                    f"{_ROLE_MEANING[what]}.")
     return target, group_col or default_groups, split_col
 
 

@@ -43,7 +43,8 @@ GROUP_COLUMNS = ("patient", "group", "slide", "sample")  # a sample sheet's grou
 
 
 def is_image_source(path: str | Path) -> bool:
-    """True for an .npz file or a folder holding image files (directly or one level down)."""
+    """True for an .npz file or a folder holding image files: directly, in class subfolders,
+    or one level below those (``root/<class>/<slide>/*.png``)."""
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() == ".npz"
@@ -52,7 +53,7 @@ def is_image_source(path: str | Path) -> bool:
     for item in path.iterdir():
         if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES:
             return True
-        if item.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in item.iterdir()):
+        if item.is_dir() and _class_files(item):
             return True
     return False
 
@@ -148,15 +149,32 @@ def _collect_folder(root: Path, sample_sheet: str | Path | None, group_column: s
             "neither."
         )
     for sub in subfolders:
-        files = _image_files(sub)
+        files = _class_files(sub)
         if not files:
             kinds = ", ".join(sorted(IMAGE_SUFFIXES))
             raise DataError(
-                f"class folder {str(sub)!r} must contain images ({kinds}); it has none. Remove "
-                "the folder or add its images."
+                f"class folder {str(sub)!r} must contain images ({kinds}), directly or in "
+                "subfolders; it has none. Remove the folder or add its images."
             )
-        entries.extend((f, sub.name, None) for f in files)
+        entries.extend((f, sub.name, group) for f, group in files)
+    nested = [e for e in entries if e[2] is not None]
+    if nested and len(nested) < len(entries):
+        loose = next(e[0] for e in entries if e[2] is None)
+        raise DataError(
+            f"class folders of {str(root)!r} must hold images either directly or in subfolders "
+            f"(root/<class>/<slide>/*.png, the subfolder being the group); got both, e.g. "
+            f"{str(loose.relative_to(root))!r} and {str(nested[0][0].relative_to(root))!r}. "
+            "Move the loose images into a subfolder of their own.")
     return entries
+
+
+def _class_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """A class folder's images: ``(file, None)`` for files in it, ``(file, subfolder)`` for
+    files one level down (``<class>/<slide>/*.png``: the subfolder is the file's group)."""
+    files: list[tuple[Path, str | None]] = [(f, None) for f in _image_files(folder)]
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files.extend((f, sub.name) for f in _image_files(sub))
+    return files
 
 
 def _describe_shapes(shapes: dict[tuple, list[str]], what: str) -> str:
@@ -276,6 +294,21 @@ def _load_npz(path: Path, group_key: str | None) -> Dataset:
         z.close()
 
 
+def _one_label_each(labels: np.ndarray, key: str, source: str) -> np.ndarray:
+    """Labels as one value per image: ``(n, 1)`` flattened, one-hot ``(n, k)`` rows as the
+    index of their 1; other 2-D labels (several per image) are refused."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        return labels[:, 0]
+    if labels.ndim == 2 and labels.dtype.kind in "biuf" and len(labels) and \
+            np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all():
+        return labels.argmax(axis=1)  # one-hot
+    if labels.ndim != 1:
+        raise DataError(f"{source} key {key} must hold one label per image; got shape "
+                        f"{labels.shape}, and its rows are not one-hot (multi-label tasks are "
+                        "not supported). Save one class per image, e.g. y.argmax(axis=1).")
+    return labels
+
+
 def _npz_dataset(z: Any, keys: set[str], path: Path, source: str,
                  group_key: str | None) -> Dataset:
     label_names = None
@@ -288,13 +321,7 @@ def _npz_dataset(z: Any, keys: set[str], path: Path, source: str,
             if f"{part}_images" in keys:
                 if f"{part}_labels" not in keys:
                     raise DataError(f"{source} must have {part}_labels beside {part}_images.")
-                labels = z[f"{part}_labels"]
-                if labels.ndim == 2 and labels.shape[1] == 1:
-                    labels = labels[:, 0]
-                if labels.ndim != 1:
-                    raise DataError(f"{source} key {part}_labels must hold one label per image; "
-                                    f"got shape {labels.shape} (multi-label tasks are not "
-                                    "supported).")
+                labels = _one_label_each(z[f"{part}_labels"], f"{part}_labels", source)
                 xs.append(_nchw(z[f"{part}_images"], f"{part}_images", source))
                 ys.append(labels)
                 parts.append(np.full(len(labels), part))
@@ -304,7 +331,7 @@ def _npz_dataset(z: Any, keys: set[str], path: Path, source: str,
         X, y_raw, split = np.concatenate(xs), np.concatenate(ys), np.concatenate(parts)
         groups = None
     elif "X" in keys and "y" in keys:
-        X, y_raw, split = _nchw(z["X"], "X", source), z["y"].ravel(), None
+        X, y_raw, split = _nchw(z["X"], "X", source), _one_label_each(z["y"], "y", source), None
         group_key = group_key or ("groups" if "groups" in keys else None)
         groups = None
         if group_key is not None:
@@ -377,7 +404,7 @@ def load_images(source: str | Path, *, sample_sheet: str | Path | None = None,
             group_name = f"regex {group_regex!r}"
         elif any(e[2] is not None for e in entries):
             group_values = np.asarray([str(e[2]) for e in entries])
-            group_name = groups or "group"
+            group_name = groups or ("group" if sample_sheet is not None else "subfolder")
         ds = Dataset(X=X, y=y, classes=classes, groups=group_values, kind="image",
                      source=str(path), group_name=group_name)
     if ds.X.dtype.kind == "f":

@@ -28,6 +28,7 @@ from ..exceptions import CellbenchWarning, DataError, InvalidParameterError
 from . import checks
 from .anndata_io import H5adFile, anndata_frame, is_anndata
 from .columns import (
+    TARGET_GUESSES,
     build_dataset,
     check_numeric,
     check_same_columns,
@@ -38,13 +39,15 @@ from .columns import (
 )
 from .dataset import Dataset
 from .fcs import FcsFile, read_fcs
-from .labels import check_target_values
+from .images import is_image_source
+from .labels import check_target_values, labels_from_text
 from .sheets import SAMPLE_SHEET_NAMES, read_sample_sheet, sheet_entries
 from .study import is_parquet_folder, load_study
 from .subsample import check_cells_per_sample, draw_cells, subsample_rows
 from .tables import TABLE_SUFFIXES, table_read_errors, table_suffix
 
-__all__ = ["from_arrays", "iter_fcs_folder", "load_table", "read_frame", "read_sample_sheet"]
+__all__ = ["check_data_folder", "from_arrays", "iter_fcs_folder", "load_table", "read_frame",
+           "read_sample_sheet"]
 
 class _Frame:
     """A raw table plus what its reader knows (aliases, instrument kind, default roles).
@@ -68,13 +71,15 @@ class _Frame:
 
 def read_frame(source: Any, sample_sheet: str | Path | None = None,
                require_labels: bool = True, layer: str | None = None,
-               draw: tuple[int, int] | None = None) -> _Frame:
+               draw: tuple[int, int] | None = None, target: str | None = None) -> _Frame:
     """Read ``source`` into a raw table; no column roles are decided here.
 
     A folder of FCS files needs labels (a sample sheet or class subfolders) unless
     ``require_labels`` is False (prediction), when loose files are read as they are; with
     ``draw`` = (cells per sample, seed) only the cells drawn from each file are kept.
-    ``layer`` picks the features of an AnnData (default: ``X``).
+    ``layer`` picks the features of an AnnData (default: ``X``). A CSV's ``target`` (or,
+    without one, its columns named like a label) is read as text first, so that labels
+    written as one number several ways are seen (:func:`labels.labels_from_text`).
     """
     if is_anndata(source):
         frame, obs_columns = anndata_frame(source, layer)
@@ -101,8 +106,14 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
-            checks.check_header(path, TABLE_SUFFIXES[suffix])
-            frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], encoding="utf-8-sig")
+            names = checks.check_header(path, TABLE_SUFFIXES[suffix])
+            text = [n for n in names
+                    if n == target or (target is None and n.lower() in TARGET_GUESSES)]
+            frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], encoding="utf-8-sig",
+                                dtype=dict.fromkeys(text, str))
+            for name in text:
+                if name in frame.columns:
+                    frame[name] = labels_from_text(frame[name], name, repr(str(path)))
             checks.check_delimiter(frame, path, TABLE_SUFFIXES[suffix])
             frame = checks.drop_trailing_empty_columns(frame, path)
     if frame.shape[0] == 0:
@@ -197,6 +208,25 @@ def iter_fcs_folder(root: Path, sample_sheet: str | Path | None = None,
         raise DataError(f"a folder of FCS files must contain .fcs files; {str(root)!r} has none.")
 
 
+def check_data_folder(path: str | Path) -> None:
+    """Raise when a folder holds nothing cellbench reads: no images (in it, in class
+    subfolders or one level below those), no FCS files (in it or in class subfolders), no
+    Parquet files and no sample sheet."""
+    root = Path(path)
+    if not root.is_dir() or is_image_source(root) or is_parquet_folder(root) \
+            or _fcs_files(root) or any((root / n).is_file() for n in SAMPLE_SHEET_NAMES):
+        return
+    subs = [p for p in root.iterdir() if p.is_dir()]
+    if any(_fcs_files(sub) for sub in subs):
+        return
+    kinds = sorted({p.suffix.lower() or p.name for p in root.rglob("*") if p.is_file()})
+    raise DataError(
+        f"data folder {str(root)!r} must hold images (root/<class>/*.png), FCS files or "
+        f"Parquet files; it holds none"
+        + (f" (it holds {format_list(kinds, 6)} files)" if kinds else " (it is empty)")
+        + ". Point at the folder with the data, or at one CSV/Parquet/FCS file.")
+
+
 def _fcs_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".fcs")
 
@@ -273,7 +303,8 @@ def load_table(
             return ds
     fcs_folder = isinstance(source, (str, Path)) and Path(source).is_dir()
     draw = (cells_per_sample, subsample_seed) if cells_per_sample else None
-    raw = read_frame(source, sample_sheet, layer=layer, draw=draw if fcs_folder else None)
+    raw = read_frame(source, sample_sheet, layer=layer, draw=draw if fcs_folder else None,
+                     target=target)
     frame, aliases = raw.frame, raw.aliases
     frame.columns = [str(c) for c in frame.columns]
     columns = list(frame.columns)
@@ -320,6 +351,12 @@ def _load_h5ad(path: Path, layer: str | None, *, target: str | None, groups: str
         columns = [*h5.var_names, *obs_cols]
         if len(set(columns)) != len(columns):
             return None  # duplicate var_names: the table path names them
+        if not obs_cols and not any(c in h5.var_names for c in (target, groups) if c):
+            raise DataError(
+                f"an .h5ad's target and groups come from its obs columns; {str(path)!r} has no "
+                f"obs columns (only the features {format_list(h5.var_names, 6)}). Add the "
+                "labels and the sample of each cell to obs, e.g. adata.obs['label'] = labels; "
+                "adata.write_h5ad(path).")
         target, group_col, split_col = decide_roles(columns, {}, target, groups, split_column)
         if any(c and c not in obs_cols for c in (target, group_col, split_col)):
             return None

@@ -21,12 +21,33 @@ from .checks import DataIssue, row_hashes
 from .dataset import Dataset
 
 __all__ = ["check_class_is_not_group", "check_labels", "check_target_values",
-           "check_training_parts"]
+           "check_training_parts", "labels_from_text"]
 
 
 def _show(value: Any) -> Any:
     """A value for a message: numpy scalars as plain Python (``1``, not ``np.int64(1)``)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def labels_from_text(text: pd.Series, column: str, where: str) -> pd.Series:
+    """A label column read as text, typed as pandas would have read it: numbers when every
+    label is one, text otherwise. Labels written as one number several ways (``1``, ``01``,
+    ``1.0``) become one class, as pandas makes them; they are warned about, because a reader
+    of the file sees different classes."""
+    numbers = pd.to_numeric(text, errors="coerce")
+    if not numbers.isna().equals(text.isna()):
+        return text  # some label is no number: the classes are the texts as written
+    pairs = pd.DataFrame({"text": text, "number": numbers}).dropna().drop_duplicates()
+    spellings = pairs.groupby("number")["text"].agg(list)
+    merged = spellings[spellings.map(len) > 1]
+    if len(merged):
+        shown = "; ".join(f"{format_list(sorted(texts), 4)} are all {_show(number):g}"
+                          for number, texts in merged.head(3).items())
+        warnings.warn(f"labels in column {column!r} of {where} write one number several ways "
+                      f"({shown}); each number is read as one class. If they are different "
+                      "classes, name them with text (e.g. 'c01' and 'c1').", CellbenchWarning,
+                      stacklevel=4)
+    return numbers
 
 
 def _warn(issues: list[DataIssue], code: str, message: str) -> None:
@@ -140,6 +161,21 @@ def _check_class_group_confounding(ds: Dataset, issues: list[DataIssue]) -> None
               f"{name} group: when that group is tested, no training cell has the class, so "
               f"it cannot be learned from a split by {name!r}, and its test cells count as "
               "errors. Collect more groups with it, or remove it with --exclude-labels.")
+    # a class from 2 groups that hold nothing else: each split trains on one group of it and
+    # tests on the other, so a score says whether one sample resembles another (doctor's
+    # group_class_confound calls this an error)
+    pure = ~(present & (present.sum(1) > 1)[:, None]).any(0)
+    few = [k for k in np.flatnonzero(pure & (groups_per_class == 2))]
+    if few and len(ids) >= 2:
+        listed = ", ".join(f"{_show(ds.classes[k])!r} (only in "
+                           f"{format_list([_show(i) for i in ids[present[:, k]]])})"
+                           for k in few[:4])
+        _warn(issues, "class_few_groups",
+              f"Classes {listed}{' and more' if len(few) > 4 else ''} come from 2 {name} "
+              f"groups each, and those groups hold no other class: a split by {name!r} "
+              "trains on one of them and tests on the other, so the class cannot be told "
+              f"apart from the {name}, and a score measures whether two {name}s look alike. "
+              f"Collect at least 3 {name}s per class (more for a usable confidence interval).")
     # cell-level labels (most groups hold several classes, of three or more): per-sample
     # label ids show as wildly different mixes; patient-level labels vary by design
     if len(ids) >= 3 and ds.n_classes >= 3 and (present.sum(1) > 1).mean() >= 0.75:

@@ -119,6 +119,14 @@ def _within_groups(ds: Dataset, cfg: SplitConfig) -> list[Split]:
     for i, (gid, slug) in enumerate(zip(ids, _slugs(ids), strict=True)):
         rows = np.flatnonzero(codes == i)
         y = ds.y[rows]
+        if (y == y[0]).all():
+            shown, label = (v.item() if isinstance(v, np.generic) else v
+                            for v in (gid, ds.classes[y[0]]))
+            raise DataError(
+                f"every {name} must hold at least 2 classes to be split on its own "
+                f"(--within-groups); {shown!r} holds only {label!r} ({len(rows)} rows). "
+                f"Remove that {name}'s rows from the data, or drop --within-groups to split "
+                "across groups.")
         try:
             parts = _splits(y, None, cfg, ds.classes, check_sizes=False)
         except (DataError, ValueError) as exc:

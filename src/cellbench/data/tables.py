@@ -17,6 +17,20 @@ TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".parquet": None, ".p
                   ".fcs": None, ".h5ad": None}
 
 
+#: suffixes that renaming would not fix: what the file is and what to do instead
+_OTHER_KINDS = {
+    ".npy": "a NumPy array without labels or column names. Save features and labels together: "
+            "np.savez('cells.npz', X=X, y=y) for images, or a table with a label column "
+            "(pandas.DataFrame(X).assign(label=y).to_csv('cells.csv', index=False)).",
+    ".xlsx": "an Excel workbook. Export the sheet as CSV (File > Save As > CSV), or "
+             "pandas.read_excel(path).to_csv('cells.csv', index=False).",
+    ".xls": "an Excel workbook. Export the sheet as CSV (File > Save As > CSV), or "
+            "pandas.read_excel(path).to_csv('cells.csv', index=False).",
+    ".json": "JSON. Convert it to a table: pandas.read_json(path).to_csv('cells.csv', "
+             "index=False).",
+}
+
+
 def table_suffix(path: Path) -> str:
     """The table kind of an existing file by its suffix (``.csv.gz`` is ``.csv``), else raise."""
     if not path.exists():
@@ -27,6 +41,9 @@ def table_suffix(path: Path) -> str:
         suffix = suffixes[-2]
     else:
         suffix = suffixes[-1] if suffixes else ""
+    if suffix in _OTHER_KINDS:
+        raise DataError(f"data file must be a table (CSV, TSV, Parquet, FCS, .h5ad) or images; "
+                        f"got {path.name!r}, {_OTHER_KINDS[suffix]}")
     if suffix not in TABLE_SUFFIXES:
         raise DataError(
             f"data file must be CSV, TSV, Parquet or FCS (or AnnData .h5ad), by its suffix; got "

@@ -33,7 +33,7 @@ from ..models import MODELS
 from .doctor_steps import Measured, histories_of, paired_against
 from .grid import runs_of
 from .inputs import data_summary, load_dataset, split_issues
-from .rundir import machine_info
+from .rundir import machine_info, run_kind
 
 __all__ = ["diagnose_run", "is_run_dir"]
 
@@ -61,6 +61,12 @@ def _models(run_dir: Path) -> tuple[list, Comparisons | None]:
         return results.models, results.comparisons
     if (run_dir / TrainResults.FILE).is_file():
         return [TrainResults.read(run_dir).as_model_result()], None
+    if run_kind(run_dir) == "tune":
+        raise RunDirectoryError(
+            f"run directory {str(run_dir)!r} must be a train, compare or ablate run; it is a "
+            "tune run, whose trials doctor does not read. Diagnose the tuned settings (its "
+            f"best.yaml names the data too): cellbench doctor --config "
+            f"{str(run_dir / 'best.yaml')!r}.")
     raise RunDirectoryError(
         f"run directory {str(run_dir)!r} must hold a finished run (results.json or "
         "metrics.json); it has neither. Let the job finish (rerun it with the same --out).")

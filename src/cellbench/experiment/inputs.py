@@ -19,7 +19,7 @@ from .._utils import release_free_memory, to_builtin
 from ..data import checks, labels
 from ..data.dataset import Dataset
 from ..data.images import is_image_source, load_images
-from ..data.io import load_table
+from ..data.io import check_data_folder, load_table
 from ..data.splits import Split
 from ..evaluate.results import DataSummary
 from ..exceptions import InvalidParameterError
@@ -59,6 +59,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             "data path must be given; got none. Pass a CSV/Parquet/FCS file or a folder of "
             "FCS files (cellbench compare DATA), or --example."
         )
+    check_data_folder(cfg.path)
     if is_image_source(cfg.path):
         table_only = [name for name, value in (("features", cfg.features), ("drop", cfg.drop),
                                                ("split_column", cfg.split_column),

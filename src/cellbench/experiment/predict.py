@@ -20,6 +20,7 @@ import pandas as pd
 from .._utils import atomic_path, format_list
 from ..data.anndata_io import PredictionsCopy
 from ..data.images import IMAGE_SUFFIXES, is_image_source, iter_images_for_prediction
+from ..data.io import check_data_folder
 from ..data.sample_norm import sample_blocks, stat_rows
 from ..data.stream import TableStream, open_table
 from ..exceptions import DataError, RunDirectoryError
@@ -373,6 +374,7 @@ def run_predict(model_path: str | Path, data: str | Path, out: str | Path | None
     path = Path(data)
     _check_out(out, path)
     fm = load_model(model_path)
+    check_data_folder(path)
     if is_image_source(path) or path.suffix.lower() in IMAGE_SUFFIXES:
         proba, result, truth = _predict_images(fm, path, resize)
         codes = _add_predictions(result, fm, proba)

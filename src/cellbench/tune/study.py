@@ -19,6 +19,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,16 +204,18 @@ def make_storage(url: str | None, run_dir: Path | None, settings: TuneSettings) 
             f"storage must be a database URL (postgresql://user@host:port/db); got {url!r}."
         )
     url = postgres_driver_url(url)
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-        retry = {"heartbeat_stale_trial_callback":
-                 optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)}
-    else:
-        retry = {"failed_trial_callback":
-                 optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)}
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=settings.heartbeat, grace_period=settings.grace,
-            engine_kwargs={"pool_pre_ping": True}, **retry)
+        with warnings.catch_warnings():  # heartbeats are "experimental" to Optuna, for years
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
+                retry = {"heartbeat_stale_trial_callback":
+                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)}
+            else:
+                retry = {"failed_trial_callback":
+                         optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)}
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=settings.heartbeat, grace_period=settings.grace,
+                engine_kwargs={"pool_pre_ping": True}, **retry)
     except Exception as exc:  # sqlalchemy/driver errors: no server, wrong password, ...
         raise InvalidParameterError(
             f"storage {url!r} must be reachable; connecting failed ({type(exc).__name__}: "

@@ -122,7 +122,9 @@ def check_tiny_class(ds: Dataset, splits: Sequence[Split] = (),
                 sev = "warning"
             elif 2 * hw >= room / 2:
                 sev = "info"
-            if sev:
+            if sev and n_held[c] == 0:
+                reasons.append(f"no {part} rows: its recall cannot be measured at all")
+            elif sev:
                 reasons.append(f"{int(n_held[c])} {part} rows: its recall has a 95% CI "
                                f"±{hw * 100:.0f} points")
         if n_train[c] < MIN_ROWS:
@@ -203,6 +205,8 @@ def check_too_few_samples(ds: Dataset, splits: Sequence[Split] = (),
                         part=sizes["part"])
         if 2 * hw >= room:
             found.append(("warning",
+                          f"the {sizes['part']} parts hold no rows of most classes: their "
+                          "recall cannot be measured at all" if typical == 0 else
                           f"the {sizes['part']} parts hold about {typical:.0f} rows per class: "
                           f"every recall has a 95% CI ±{hw * 100:.0f} points, as wide as the "
                           f"range from chance ({1 / len(present):.0%}) to perfect",
