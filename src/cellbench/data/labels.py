@@ -34,11 +34,11 @@ def labels_from_text(text: pd.Series, column: str, where: str) -> pd.Series:
     label is one, text otherwise. Labels written as one number several ways (``1``, ``01``,
     ``1.0``) become one class, as pandas makes them; they are warned about, because a reader
     of the file sees different classes."""
-    numbers = pd.to_numeric(text, errors="coerce")
-    if not numbers.isna().equals(text.isna()):
+    codes, spelled = pd.factorize(text)  # parse each distinct text once; missing: -1
+    values = pd.to_numeric(pd.Series(spelled, dtype=object), errors="coerce")
+    if values.isna().any():
         return text  # some label is no number: the classes are the texts as written
-    pairs = pd.DataFrame({"text": text, "number": numbers}).dropna().drop_duplicates()
-    spellings = pairs.groupby("number")["text"].agg(list)
+    spellings = pd.Series(spelled, dtype=object).groupby(values.to_numpy()).agg(list)
     merged = spellings[spellings.map(len) > 1]
     if len(merged):
         shown = "; ".join(f"{format_list(sorted(texts), 4)} are all {_show(number):g}"
@@ -47,7 +47,10 @@ def labels_from_text(text: pd.Series, column: str, where: str) -> pd.Series:
                       f"({shown}); each number is read as one class. If they are different "
                       "classes, name them with text (e.g. 'c01' and 'c1').", CellbenchWarning,
                       stacklevel=4)
-    return numbers
+    numbers = values.to_numpy()[codes]
+    if (codes < 0).any():
+        numbers = np.where(codes < 0, np.nan, numbers.astype(np.float64))
+    return pd.Series(numbers, index=text.index, name=text.name)
 
 
 def _warn(issues: list[DataIssue], code: str, message: str) -> None:
