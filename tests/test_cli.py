@@ -427,3 +427,19 @@ def test_a_warning_every_unit_raises_again_is_printed_once(capsys):
     assert _run(job) == 7
     err = capsys.readouterr().err
     assert err.count("pixels unscaled") == 1 and err.count("another") == 1
+
+
+def test_only_a_large_input_maps_its_large_buffers(tmp_path, tiny_csv, monkeypatch):
+    """Mapping every buffer of 256 KB or more costs a training loop page faults (1.5x on
+    the image example), so only inputs of LARGE_INPUT_BYTES or more do it."""
+    import cellbench.cli as cli
+    from cellbench._utils import input_bytes
+
+    calls = []
+    monkeypatch.setattr(cli, "map_large_buffers", lambda: calls.append(1))
+    args = ("train", tiny_csv, "-t", "label", "-g", "donor", "--model", "lda", "--quiet")
+    assert invoke(*args, "--out", tmp_path / "small").exit_code == 0 and calls == []
+    monkeypatch.setattr(cli, "LARGE_INPUT_BYTES", input_bytes(tiny_csv))
+    assert invoke(*args, "--out", tmp_path / "large").exit_code == 0 and calls == [1]
+    assert input_bytes(tiny_csv.parent) >= input_bytes(tiny_csv) > 0
+    assert input_bytes(tmp_path / "nowhere") == input_bytes(None) == 0

@@ -171,6 +171,25 @@ def _libc() -> Any:
         return None
 
 
+#: input size from which a training job maps its large buffers (:func:`map_large_buffers`)
+LARGE_INPUT_BYTES = 256 << 20
+
+
+def input_bytes(path: str | Path | None) -> int:
+    """Bytes of a job's input on disk: a file, or the files of a folder and of its
+    subfolders one level down (0 for none or a path that does not exist)."""
+    if not path:
+        return 0
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    if not root.is_dir():
+        return 0
+    files = [p for p in root.iterdir() if p.is_file()]
+    files += [f for sub in root.iterdir() if sub.is_dir() for f in sub.iterdir() if f.is_file()]
+    return sum(f.stat().st_size for f in files)
+
+
 def map_large_buffers(threshold: int = 1 << 18) -> None:
     """Give every heap buffer of ``threshold`` bytes or more its own memory mapping, handed
     back to the system when freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``; elsewhere a
