@@ -207,15 +207,6 @@ def test_ablate_runs_factors_against_the_base(tiny_csv, tmp_path):
     assert bad.exit_code == 2 and "Did you mean 'dropout'?" in bad.output
 
 
-@pytest.mark.slow
-def test_compare_example_runs_the_bundled_data(tmp_path):
-    result = invoke("compare", "--example", "--out", tmp_path / "ex", "--quiet")
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "ex" / "results.json").read_text())
-    accs = {m["model"]: m["test"]["accuracy"]["value"] for m in summary["models"]}
-    assert accs["lda"] > 0.97 and accs["majority"] < 0.6
-
-
 def test_train_on_an_fcs_folder_and_predict_an_fcs_file(tmp_path, fcs_writer):
     import numpy as np
 
@@ -432,14 +423,14 @@ def test_a_warning_every_unit_raises_again_is_printed_once(capsys):
 def test_only_a_large_input_maps_its_large_buffers(tmp_path, tiny_csv, monkeypatch):
     """Mapping every buffer of 256 KB or more costs a training loop page faults (1.5x on
     the image example), so only inputs of LARGE_INPUT_BYTES or more do it."""
-    import cellbench.cli as cli
+    import cellbench._utils as utils
     from cellbench._utils import input_bytes
 
     calls = []
-    monkeypatch.setattr(cli, "map_large_buffers", lambda: calls.append(1))
+    monkeypatch.setattr(utils, "map_large_buffers", lambda: calls.append(1))
     args = ("train", tiny_csv, "-t", "label", "-g", "donor", "--model", "lda", "--quiet")
     assert invoke(*args, "--out", tmp_path / "small").exit_code == 0 and calls == []
-    monkeypatch.setattr(cli, "LARGE_INPUT_BYTES", input_bytes(tiny_csv))
+    monkeypatch.setattr(utils, "LARGE_INPUT_BYTES", input_bytes(tiny_csv))
     assert invoke(*args, "--out", tmp_path / "large").exit_code == 0 and calls == [1]
     assert input_bytes(tiny_csv.parent) >= input_bytes(tiny_csv) > 0
     assert input_bytes(tmp_path / "nowhere") == input_bytes(None) == 0

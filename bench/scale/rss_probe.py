@@ -27,7 +27,7 @@ def main() -> None:
     from cellbench._utils import map_large_buffers
     from cellbench.cli import app
 
-    map_large_buffers()  # as the cellbench script does for a large input (this study)
+    map_large_buffers()  # as the cellbench script does for a large input (this study is one)
 
     base = rss_mb()
     main_id = threading.get_ident()

@@ -201,6 +201,16 @@ def map_large_buffers(threshold: int = 1 << 18) -> None:
         libc.mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
 
 
+def map_buffers_of_large_input(path: str | Path | None) -> None:
+    """:func:`map_large_buffers` for a job whose input holds :data:`LARGE_INPUT_BYTES` or
+    more: its whole-table temporaries then come and go (25-30 MB less at peak on a
+    2-million-cell compare). Smaller inputs keep glibc's own threshold: mapping every buffer
+    of 256 KB or more costs a training loop page faults (the image example took 1.5x as
+    long, the cytometry one 1.1x), for nothing to gain on small tables."""
+    if input_bytes(path) >= LARGE_INPUT_BYTES:
+        map_large_buffers()
+
+
 def release_free_memory() -> None:
     """Give freed memory back to the system, so a loader's transient buffers do not stay in
     the process's resident memory: the C heap's pages (glibc's ``malloc_trim``; elsewhere a

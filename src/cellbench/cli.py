@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from ._config import RunConfig, apply_overrides, load_config
 from ._options import DATA, RUN, SPLIT, TRAIN, Flags, merge_flags, with_options
-from ._utils import LARGE_INPUT_BYTES, input_bytes, map_large_buffers, split_top_level
+from ._utils import map_buffers_of_large_input, split_top_level
 from .exceptions import CellbenchError, CellbenchWarning, InvalidParameterError
 from .report.observer import TerminalObserver
 
@@ -62,11 +62,8 @@ def _build_config(data: str | None, example: bool, config: Path | None,
     """defaults < example < --config < flags < --set; ``model`` is a full spec.
 
     Every job that trains builds its configuration here, so this is also where a process
-    whose input is large hands large buffers back to the system once freed (a whole table's
-    temporaries; 25-30 MB less at peak on a 2-million-cell compare). Smaller inputs keep
-    glibc's own threshold: mapping every buffer of 256 KB or more costs the training loop
-    page faults (the image example took 1.5x as long, the cytometry one 1.1x). ``predict``
-    never maps them: it streams fixed-size chunks, which the heap reuses faster.
+    with a large input hands large buffers back to the system once freed
+    (:func:`~cellbench._utils.map_buffers_of_large_input`; ``predict`` never does).
     """
     from .experiment import example_config
     from .models import parse_model
@@ -88,8 +85,7 @@ def _build_config(data: str | None, example: bool, config: Path | None,
     cfg = apply_overrides(merge_flags(cfg, flags, data), sets or [])
     if choice is not None and (choice.kwargs or choice.train):
         cfg = cfg.replace(train=choice.configure(cfg.train))
-    if input_bytes(cfg.data.path) >= LARGE_INPUT_BYTES:
-        map_large_buffers()
+    map_buffers_of_large_input(cfg.data.path)
     return cfg
 
 

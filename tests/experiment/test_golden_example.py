@@ -56,6 +56,8 @@ def test_compare_example_reproduces_the_stored_output(tmp_path):
     assert result.exit_code == 0, result.output
     expected = json.loads((GOLDEN / "results.json").read_text(encoding="utf-8"))
     got = strip(json.loads((out / "results.json").read_text(encoding="utf-8")))
+    accs = {m["model"]: m["test"]["accuracy"]["value"] for m in got["models"]}
+    assert accs["lda"] > 0.97 and accs["majority"] < 0.6  # the golden file itself is sane
     _close(expected, got)
     with np.load(GOLDEN / "predictions.npz") as z:
         stored = {k: z[k] for k in z.files}
