@@ -199,7 +199,8 @@ def test_a_stopped_trial_is_not_reported_with_a_traceback(tmp_path, stop):
 def test_ctrl_c_during_tune_prints_one_line(tmp_path, tiny_csv):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "cellbench.cli", "tune", str(tiny_csv), "-t", "label", "-g",
-           "donor", "-m", "mlp", "--trials", "50", "--max-epochs", "500", "--pruner", "none",
+           "donor", "-m", "mlp", "--trials", "50", "--max-epochs", "500", "--patience", "500",
+           "--pruner", "none",
            "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "200"})
