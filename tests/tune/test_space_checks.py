@@ -202,8 +202,11 @@ def test_ctrl_c_during_tune_prints_one_line(tmp_path, tiny_csv):
            "donor", "-m", "mlp", "--trials", "50", "--max-epochs", "500", "--patience", "500",
            "--pruner", "none",
            "--out", str(out), "--quiet"]
+    # a shell's background job inherits SIGINT ignored, and Python then keeps ignoring it:
+    # the child gets the default back, as a terminal's foreground process has it
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     journal = out / "study.journal"
     while time.time() < deadline and proc.poll() is None:  # until a trial runs
