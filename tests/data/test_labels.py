@@ -198,3 +198,13 @@ def test_one_number_written_several_ways_is_one_class_and_said(tmp_path):
     ds, messages = _issues(load_table, path, target="kind")
     assert ds.classes == [1, 2, 3]
     assert any("'01', '1', '1.0' are all 1; '2', '2.0' are all 2" in m for m in messages)
+
+
+def test_a_feature_named_like_a_label_is_read_as_a_number_when_the_target_is_given(tmp_path):
+    path = tmp_path / "cells.csv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"y": rng.normal(size=30), "label": ["a", "b", "c"] * 10}).to_csv(path,
+                                                                                 index=False)
+    ds, messages = _issues(load_table, path, target="label")
+    assert ds.feature_names == ["y"] and not [m for m in messages if "several ways" in m]
+    np.testing.assert_array_equal(ds.X[:, 0], pd.read_csv(path)["y"].to_numpy(np.float32))

@@ -78,7 +78,7 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
     ``require_labels`` is False (prediction), when loose files are read as they are; with
     ``draw`` = (cells per sample, seed) only the cells drawn from each file are kept.
     ``layer`` picks the features of an AnnData (default: ``X``). A CSV's ``target`` (or,
-    without one, its columns named like a label) is read as text first, so that labels
+    without one, its only column named like a label) is read as text first, so that labels
     written as one number several ways are seen (:func:`labels.labels_from_text`).
     """
     if is_anndata(source):
@@ -107,8 +107,9 @@ def read_frame(source: Any, sample_sheet: str | Path | None = None,
             frame = pd.read_parquet(path)
         else:
             names = checks.check_header(path, TABLE_SUFFIXES[suffix])
-            text = [n for n in names
-                    if n == target or (target is None and n.lower() in TARGET_GUESSES)]
+            guessed = [n for n in names if n.lower() in TARGET_GUESSES]
+            text = [n for n in names if n == target] if target else \
+                (guessed if len(guessed) == 1 else [])  # several: --target must say which
             frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], encoding="utf-8-sig",
                                 dtype=dict.fromkeys(text, str))
             for name in text:
