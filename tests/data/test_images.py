@@ -279,3 +279,10 @@ def test_one_hot_npz_labels_are_read_as_classes_and_multi_label_is_refused(tmp_p
     with pytest.raises(DataError, match=r"key y must hold one label per image; got shape "
                                         r"\(12, 3\), and its rows are not one-hot"):
         load_images(tmp_path / "multi.npz")
+
+
+def test_hidden_folders_inside_class_folders_are_not_read(tmp_path):
+    _class_folder(tmp_path)
+    _png(tmp_path / "healthy" / ".ipynb_checkpoints" / "x.png", np.zeros((16, 16), np.uint8))
+    ds = load_images(tmp_path)
+    assert ds.X.shape[0] == 12 and ds.groups is None

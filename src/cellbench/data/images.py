@@ -170,9 +170,10 @@ def _collect_folder(root: Path, sample_sheet: str | Path | None, group_column: s
 
 def _class_files(folder: Path) -> list[tuple[Path, str | None]]:
     """A class folder's images: ``(file, None)`` for files in it, ``(file, subfolder)`` for
-    files one level down (``<class>/<slide>/*.png``: the subfolder is the file's group)."""
+    files one level down (``<class>/<slide>/*.png``: the subfolder is the file's group;
+    hidden folders such as ``.ipynb_checkpoints`` are not read)."""
     files: list[tuple[Path, str | None]] = [(f, None) for f in _image_files(folder)]
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files.extend((f, sub.name) for f in _image_files(sub))
     return files
 
