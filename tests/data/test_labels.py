@@ -3,6 +3,7 @@ and training parts that cannot teach a class."""
 
 from __future__ import annotations
 
+import shlex
 import warnings
 
 import numpy as np
@@ -208,3 +209,21 @@ def test_a_feature_named_like_a_label_is_read_as_a_number_when_the_target_is_giv
     ds, messages = _issues(load_table, path, target="label")
     assert ds.feature_names == ["y"] and not [m for m in messages if "several ways" in m]
     np.testing.assert_array_equal(ds.X[:, 0], pd.read_csv(path)["y"].to_numpy(np.float32))
+
+
+@pytest.mark.parametrize("name", ["Unlabeled", "unlabelled", "ungated", "Not gated", "unknown",
+                                  "-1", "?"])
+def test_a_class_named_like_unlabelled_cells_is_warned_about(name):
+    rng = np.random.default_rng(0)
+    y = np.array(["T", "B", name] * 20, dtype=object)
+    _, messages = _issues(from_arrays, rng.normal(size=(60, 3)), y)
+    hits = [m for m in messages if "named like cells without a label" in m]
+    assert len(hits) == 1 and f"--exclude-labels {shlex.quote(name)}." in hits[0]
+
+
+def test_ordinary_class_names_are_not_taken_for_unlabelled_cells():
+    rng = np.random.default_rng(0)
+    for names in (["T", "B", "NK"], [0, 1, 2], ["known", "labelled", "gated"]):
+        y = np.array(names * 20, dtype=object)
+        _, messages = _issues(from_arrays, rng.normal(size=(60, 3)), y)
+        assert not [m for m in messages if "without a label" in m], names

@@ -8,6 +8,8 @@ more than one class, and a class absent from a training part cannot be learned f
 
 from __future__ import annotations
 
+import re
+import shlex
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -95,6 +97,31 @@ def _check_label_spellings(ds: Dataset, issues: list[DataIssue]) -> None:
               "strip spaces and use one case) and rerun.")
 
 
+#: class names that say "no label": ungated, unassigned or unknown cells, -1
+UNLABELLED = re.compile(r"(un[\s_-]?(label+ed|gated|assigned|classified|known|annotated|defined)"
+                        r"|not[\s_-]?(gated|label+ed|assigned|classified)|no[\s_-]?label|"
+                        r"-1|\?+)", re.IGNORECASE)
+
+
+def _check_unlabelled_class(ds: Dataset, issues: list[DataIssue]) -> None:
+    """A class named like cells without a label ('Unlabeled', 'ungated', -1) is learned as a
+    population of its own, though it holds a mix of every population."""
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    named = [k for k, c in enumerate(ds.classes)
+             if counts[k] and UNLABELLED.fullmatch(str(c).strip())]
+    if named:
+        listed = ", ".join(f"{_show(ds.classes[k])!r} ({counts[k]:,} rows, "
+                           f"{counts[k] / counts.sum():.0%})" for k in named)
+        flag = shlex.quote(",".join(str(_show(ds.classes[k])) for k in named))
+        one = len(named) == 1
+        _warn(issues, "unlabelled_class",
+              f"{'Class' if one else 'Classes'} {listed} {'is' if one else 'are'} named like "
+              "cells without a label (ungated, unassigned or unknown): such a class is "
+              "learned and scored as a population of its own, though it may hold cells of "
+              "any population, which blurs the real classes and the scores. If these cells "
+              f"have no label, remove them with --exclude-labels {flag}.")
+
+
 def check_labels(ds: Dataset, confounded: Sequence[str] = ()) -> list[DataIssue]:
     """Warn about (and return) label problems; raise when class and group are one.
 
@@ -107,6 +134,7 @@ def check_labels(ds: Dataset, confounded: Sequence[str] = ()) -> list[DataIssue]
               f"Column {col!r} looks like a sample/patient id, and every class comes from a "
               f"single {col!r} value: " + _confounding_text("sample", col))
     _check_label_spellings(ds, issues)
+    _check_unlabelled_class(ds, issues)
     if ds.groups is not None:
         _check_class_group_confounding(ds, issues)
     if ds.kind == "table":
