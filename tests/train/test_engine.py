@@ -219,6 +219,31 @@ def test_without_validation_the_monitor_falls_back_to_train():
     assert "valid_loss" not in state.history[-1] and es.best_epoch >= 1
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_auroc_is_recorded_when_monitored_and_early_stopping_keeps_its_best_epoch(n_classes):
+    from sklearn.metrics import roc_auc_score
+
+    from cellbench.train.engine import predict_logits
+
+    X, y = _data(n_classes=n_classes, noise=2.0)
+    torch.manual_seed(0)
+    model = create_model("mlp", n_features=8, n_classes=n_classes, width=32)
+    es = EarlyStopping("valid_auroc", patience=None)
+    state = fit(model, X[:400], y[:400], X[400:], y[400:], n_classes=n_classes,
+                config=TrainConfig(max_epochs=6, lr=3e-3, device="cpu", patience=None,
+                                   monitor="valid_auroc"), callbacks=[es])
+    aucs = state.history.column("valid_auroc")
+    assert all(0.5 < a <= 1 for a in aucs) and "train_auroc" in state.history[-1]
+    assert es.best_epoch == 1 + int(np.argmax(aucs))  # the first of equal bests
+    # fit restored the best epoch's weights: their AUROC is the best one recorded
+    proba = torch.softmax(predict_logits(model, X[400:]), 1).numpy()
+    truth = roc_auc_score(y[400:].numpy(), proba[:, 1] if n_classes == 2 else proba,
+                          multi_class="ovr")
+    assert max(aucs) == pytest.approx(truth, abs=1e-6)
+    plain = _fit(TrainConfig(max_epochs=1, device="cpu"))
+    assert not any(k.endswith("_auroc") for k in plain.history[-1])  # only when monitored
+
+
 def test_unknown_monitor_is_refused():
     with pytest.raises(InvalidParameterError, match=r"monitor must be a history key"):
         EarlyStopping("val_los")

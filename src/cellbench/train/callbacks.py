@@ -29,7 +29,7 @@ __all__ = ["MONITOR_MODES", "Callback", "Checkpoint", "EarlyStopping", "Progress
            "monitor_mode"]
 
 #: Direction of every metric the history records, so no direction is guessed from a name.
-MONITOR_MODES = {"loss": "min", "accuracy": "max", "balanced_accuracy": "max"}
+MONITOR_MODES = {"loss": "min", "accuracy": "max", "balanced_accuracy": "max", "auroc": "max"}
 HISTORY_SPLITS = ("running", "train", "valid")
 
 

@@ -13,6 +13,11 @@ Every epoch records (the :class:`History` keys):
     validation. Dropout cannot make these look worse than validation.
 ``valid_loss``, ``valid_accuracy``, ``valid_balanced_accuracy``
     The validation part, eval mode. Eval losses are plain cross-entropy (no class weights).
+``train_auroc``, ``valid_auroc``
+    Only when ``config.monitor`` is one of them: the AUROC (binary, or macro one-vs-rest), the
+    selection rule of MedMNIST's baselines. On a small validation part a network grows
+    over-confident long before it stops improving; its validation loss then rises while its
+    ranking of the images still improves, so the loss keeps an early, under-trained epoch.
 ``lr``, ``time``, ``epoch``
 
 With ``config.ema`` the ``train_`` and ``valid_`` records measure the moving average of the
@@ -35,8 +40,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 
 from .._config import TrainConfig
@@ -175,7 +182,10 @@ def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 4096,
 
 
 def _measure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, prefix: str, n_classes: int,
-             input_fn: InputFn | None, amp: bool, batch_size: int) -> dict[str, float]:
+             input_fn: InputFn | None, amp: bool, batch_size: int,
+             auroc: bool = False) -> dict[str, float]:
+    """Loss, accuracy and balanced accuracy of ``model`` on ``X``; with ``auroc``, also the
+    AUROC (binary, or macro one-vs-rest; NaN with one class), as the reports compute it."""
     logits = predict_logits(model, X, batch_size=batch_size, input_fn=input_fn, amp=amp)
     cm = torch.bincount(y * n_classes + logits.argmax(1), minlength=n_classes ** 2)
     cm = cm.view(n_classes, n_classes)
@@ -183,8 +193,27 @@ def _measure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, prefix: str, n_
     recall = cm.diag()[per_class > 0] / per_class[per_class > 0]
     loss, acc, bal = torch.stack([F.cross_entropy(logits, y), cm.diag().sum() / len(y),
                                   recall.mean()]).tolist()
-    return {f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
-            f"{prefix}_balanced_accuracy": bal}
+    out = {f"{prefix}_loss": loss, f"{prefix}_accuracy": acc,
+           f"{prefix}_balanced_accuracy": bal}
+    if auroc:  # only when monitored: a sort per class, on the CPU
+        out[f"{prefix}_auroc"] = (
+            _auroc(y.cpu().numpy(), torch.softmax(logits, 1).cpu().numpy()))
+    return out
+
+
+def _auroc(y: np.ndarray, proba: np.ndarray) -> float:
+    """AUROC with ties counted half (Mann-Whitney): binary, or the macro one-vs-rest mean over
+    the classes with positives and negatives; NaN with one class. The value the reports give
+    (``evaluate.stats.delong_ci``), which this floor does not import."""
+    columns = [1] if proba.shape[1] == 2 else range(proba.shape[1])
+    aucs = []
+    for c in columns:
+        positive = y == c
+        m, k = int(positive.sum()), int((~positive).sum())
+        if m and k:
+            ranks = rankdata(proba[:, c])
+            aucs.append((ranks[positive].sum() - m * (m + 1) / 2) / (m * k))
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 @dataclass
@@ -432,11 +461,13 @@ def fit(model: nn.Module, X_train: torch.Tensor, y_train: torch.Tensor,
                 cb.on_epoch_begin(state)
             record: dict[str, Any] = {"epoch": state.epoch + 1, "lr": lr,
                                       **_train_epoch(state, loop, hooks)}
+            auroc = loop.monitor.endswith("_auroc")
             record.update(_measure(state.eval_model, loop.X_eval, loop.y_eval, "train",
-                                   n_classes, loop.input_fn, cfg.amp, loop.eval_batch))
+                                   n_classes, loop.input_fn, cfg.amp, loop.eval_batch, auroc))
             if loop.X_val is not None:
                 record.update(_measure(state.eval_model, loop.X_val, loop.y_val, "valid",
-                                       n_classes, loop.input_fn, cfg.amp, loop.eval_batch))
+                                       n_classes, loop.input_fn, cfg.amp, loop.eval_batch,
+                                       auroc))
             record["time"] = time.perf_counter() - start
             _end_epoch(state, loop, record)
     except StopTraining as stop:
