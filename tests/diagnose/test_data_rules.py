@@ -4,6 +4,7 @@ the same data without it; healthy tables and images get nothing above info."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::cellbench.exceptions.CellbenchW
 
 DATA_IDS = {"unscaled_input", "class_imbalance", "tiny_class", "group_class_confound",
             "missing_groups", "duplicate_rows_across_splits", "leaking_feature",
-            "too_few_samples", "label_conflict", "sample_shift"}
+            "too_few_samples", "label_conflict", "sample_shift", "unlabelled_class"}
 ALL_IDS = DATA_IDS | {"lr_too_high", "lr_too_low", "too_few_epochs", "overfitting",
                       "underfitting", "stuck_at_chance", "dropout_gap", "nan_loss",
                       "below_baseline", "feature_order_arbitrary",
@@ -412,6 +413,34 @@ def test_label_conflict_reports_the_ceiling():
     assert f.evidence["conflicting_rows"] == 240
     assert dr.check_duplicate_rows(ds, splits(ds)) == []  # copies with other labels inflate nothing
     assert dr.check_label_conflict(with_copies(0.1)) == []  # copies, same labels
+
+
+# ---------------------------------------------------------------------------------------------
+# unlabelled_class
+
+
+def _named(classes: list, weights: list[float]) -> Dataset:
+    X, y, donors = cells(1200, n_classes=len(classes), weights=weights)
+    return from_arrays(X, np.array(classes, dtype=object)[y], groups=donors)
+
+
+@pytest.mark.parametrize("name", ["Unlabeled", "ungated", " unknown ", -1, "?"])
+def test_unlabelled_class_is_found_with_the_flag_that_removes_it(name):
+    ds = _named(["B cells", "T cells", name], [0.35, 0.35, 0.3])
+    f = only(dr.check_unlabelled_class(ds, splits(ds)), "unlabelled_class")
+    assert f.severity == "warning" and f.to_dict()["category"] == "data"
+    assert f.evidence["heldout_share"] > f.evidence["heldout_ci_halfwidth"]
+    assert f.advice.endswith(f"--exclude-labels {shlex.quote(str(name))}.")
+    assert only(dr.check_data(ds, splits(ds)), "unlabelled_class") == f
+
+
+def test_a_small_unlabelled_class_is_info_and_a_labelled_one_is_nothing():
+    small = _named(["B cells", "T cells", "Unlabeled"], [0.495, 0.495, 0.01])
+    f = only(dr.check_unlabelled_class(small, splits(small)), "unlabelled_class")
+    assert f.severity == "info"  # ~1 % of the held-out rows: within the accuracy's noise
+    named = _named(["B cells", "T cells", "NK cells"], [0.35, 0.35, 0.3])
+    assert dr.check_unlabelled_class(named, splits(named)) == []
+    assert dr.check_unlabelled_class(_named(["unknown", "ungated"], [0.5, 0.5])) != []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,6 +161,14 @@ VOCABULARY: dict[str, Entry] = _entries(
           "held-out accuracy's Wilson half-width and duplicates are more than chance collisions "
           "would give; info otherwise.",
           "none: check the labels of duplicated rows (gating, merges of files)"),
+    Entry("unlabelled_class", "data",
+          "A class is named like cells without a label (Unlabeled, ungated, unknown, -1): it "
+          "is learned and scored as a population of its own, though it may hold cells of any "
+          "population.",
+          "A class name matching un-labelled/gated/assigned/known, not gated, no label, -1 or "
+          "?; warning when its share of the held-out rows exceeds the held-out accuracy's "
+          "Wilson half-width, info otherwise.",
+          "none: remove the class with --exclude-labels if its cells have no label"),
     # -- training ------------------------------------------------------------------------------
     Entry("lr_too_high", "training",
           "The learning rate is past the stable range: the loss jumps or diverges.",

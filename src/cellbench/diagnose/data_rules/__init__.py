@@ -46,6 +46,7 @@ from .groups import (
     group_candidates,
     group_regex_candidate,
 )
+from .labels import check_unlabelled_class
 from .leak import check_leaking_feature
 from .scale import check_unscaled_input
 from .shift import check_sample_shift
@@ -71,6 +72,7 @@ __all__ = [
     "check_sample_shift",
     "check_tiny_class",
     "check_too_few_samples",
+    "check_unlabelled_class",
     "check_unscaled_input",
     "group_candidates",
     "group_regex_candidate",
@@ -90,6 +92,7 @@ DATA_RULES: dict[str, Rule] = {
     "missing_groups": check_missing_groups,
     "duplicate_rows_across_splits": check_duplicate_rows,
     "label_conflict": check_label_conflict,
+    "unlabelled_class": check_unlabelled_class,
     "leaking_feature": check_leaking_feature,
 }
 
