@@ -98,6 +98,14 @@ def _conflicts(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, copy], ignore_index=True)
 
 
+def _unlabelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """A fifth of the cells, drawn from every population, labelled 'Unlabeled' (what gating
+    leaves outside its gates)."""
+    out = frame.copy()
+    out.loc[out.sample(frac=0.2, random_state=0).index, "label"] = "Unlabeled"
+    return out
+
+
 def _batch_shift(frame: pd.DataFrame, sd: float = 2.0, seed: int = 5) -> pd.DataFrame:
     """Every donor's markers offset by N(0, sd^2) (a detector or staining drift per run)."""
     rng = np.random.default_rng(seed)
@@ -135,6 +143,7 @@ CASES = {
     "too_few_samples": (lambda: table(n=48, donors=8, features=30), "mlp", {}, {},
                         {"cv": 4}),
     "label_conflict": (lambda: _conflicts(table()), "mlp", {}, {}, None),
+    "unlabelled_class": (lambda: _unlabelled(table()), "mlp", {}, {}, None),
     "lr_too_high": (table, "mlp", {"optimizer": "sgd", "lr": 20.0}, {}, None),
     "lr_too_low": (table, "mlp", {"optimizer": "sgd", "lr": 1e-5}, {}, None),
     "too_few_epochs": (table, "mlp", {"max_epochs": 2, "optimizer": "sgd", "lr": 0.003}, {},
