@@ -23,7 +23,7 @@ from .checks import DataIssue, row_hashes
 from .dataset import Dataset
 
 __all__ = ["check_class_is_not_group", "check_labels", "check_target_values",
-           "check_training_parts", "labels_from_text"]
+           "check_training_parts", "labels_from_text", "unlabelled_classes"]
 
 
 def _show(value: Any) -> Any:
@@ -103,12 +103,19 @@ UNLABELLED = re.compile(r"(un[\s_-]?(label+ed|gated|assigned|classified|known|an
                         r"-1|\?+)", re.IGNORECASE)
 
 
+def unlabelled_classes(ds: Dataset) -> list[int]:
+    """Codes of the classes with rows whose name says "no label" (:data:`UNLABELLED`): the
+    loader's warning and the doctor's ``unlabelled_class`` finding both use it."""
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    return [k for k, c in enumerate(ds.classes)
+            if counts[k] and UNLABELLED.fullmatch(str(c).strip())]
+
+
 def _check_unlabelled_class(ds: Dataset, issues: list[DataIssue]) -> None:
     """A class named like cells without a label ('Unlabeled', 'ungated', -1) is learned as a
     population of its own, though it holds a mix of every population."""
     counts = np.bincount(ds.y, minlength=ds.n_classes)
-    named = [k for k, c in enumerate(ds.classes)
-             if counts[k] and UNLABELLED.fullmatch(str(c).strip())]
+    named = unlabelled_classes(ds)
     if named:
         listed = ", ".join(f"{_show(ds.classes[k])!r} ({counts[k]:,} rows, "
                            f"{counts[k] / counts.sum():.0%})" for k in named)

@@ -8,17 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..._config import DataConfig
+from ..._utils import to_builtin
 from ...data.dataset import Dataset
-from ...data.labels import UNLABELLED
+from ...data.labels import unlabelled_classes
 from ...data.splits import Split
 from ..findings import Finding
 from ._common import class_counts, heldout_parts, make_finding, wilson_halfwidth
 
 __all__ = ["check_unlabelled_class"]
-
-
-def _plain(value: object) -> object:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_unlabelled_class(ds: Dataset, splits: Sequence[Split] = (),
@@ -33,8 +30,7 @@ def check_unlabelled_class(ds: Dataset, splits: Sequence[Split] = (),
     helped; the advice gives the ``--exclude-labels`` that removes it.
     """
     counts = class_counts(ds)
-    named = [k for k, c in enumerate(ds.classes)
-             if counts[k] and UNLABELLED.fullmatch(str(c).strip())]
+    named = unlabelled_classes(ds)
     if not named or (counts > 0).sum() < 2:
         return []
     _, parts = heldout_parts(splits)
@@ -43,7 +39,7 @@ def check_unlabelled_class(ds: Dataset, splits: Sequence[Split] = (),
     n = max(int(held.sum()), 1)
     share = float(held[named].sum() / n)
     half = float(wilson_halfwidth(n))
-    labels = [_plain(ds.classes[k]) for k in named]
+    labels = [to_builtin(ds.classes[k]) for k in named]
     listed = ", ".join(f"{label!r} ({counts[k]:,} rows, {counts[k] / counts.sum():.0%})"
                        for label, k in zip(labels, named, strict=True))
     flag = shlex.quote(",".join(str(label) for label in labels))
